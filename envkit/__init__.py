@@ -1,0 +1,31 @@
+"""envkit: reproducible, fast, parallel end-to-end test environments on Docker."""
+
+from __future__ import annotations
+
+from envkit.build import ImageResult, ensure, gc
+from envkit.config import StackConfig, load
+from envkit.errors import (
+    BaseImageError,
+    BuildError,
+    ConfigError,
+    DockerUnavailable,
+    EnvkitError,
+    LockTimeout,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseImageError",
+    "BuildError",
+    "ConfigError",
+    "DockerUnavailable",
+    "EnvkitError",
+    "ImageResult",
+    "LockTimeout",
+    "StackConfig",
+    "__version__",
+    "ensure",
+    "gc",
+    "load",
+]

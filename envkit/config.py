@@ -1,0 +1,336 @@
+"""The stack file: ``envkit.toml`` (or ``[tool.envkit]`` in pyproject.toml).
+
+:func:`load` finds the file, validates every key, reads each image's Dockerfile
+once, resolves which images build on which, and returns frozen dataclasses.
+Every problem is a :class:`~envkit.errors.ConfigError` naming the file, the key
+and the fix. Nothing here reads the environment except through ``environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envkit import dockerfile as dockerfile_mod
+from envkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+STACK_FILE = "envkit.toml"
+PULL_POLICIES = ("missing", "always", "never")
+NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_STACK_KEYS = {"name", "pull"}
+_IMAGE_KEYS = {"context", "dockerfile", "args", "target", "platform"}
+_TOP_KEYS = {"stack", "images", "services"}
+
+# Builds a ConfigError for this file: (key, problem, fix).
+_Err = Callable[[str, str, str], ConfigError]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One ``[images.NAME]`` entry, with its Dockerfile read and its references resolved."""
+
+    name: str
+    context: Path
+    dockerfile: Path
+    dockerfile_text: str
+    args: Mapping[str, str]
+    target: str | None
+    platform: str | None
+    parents: tuple[str, ...]  # other images of this stack it builds on
+    externals: tuple[str, ...]  # image references from outside the stack
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    name: str
+    root: Path
+    file: Path
+    pull: str
+    state_dir: Path
+    images: Mapping[str, ImageSpec]
+    # Validated by the service layer; kept verbatim here.
+    services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def order(self, names: list[str] | None = None) -> list[str]:
+        """Image names with every parent before its children (``names`` plus their parents)."""
+        wanted = list(self.images) if names is None else names
+        out: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in out:
+                return
+            for parent in self.images[name].parents:
+                visit(parent)
+            out.append(name)
+
+        for name in wanted:
+            visit(name)
+        return out
+
+
+def find_root(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The project root: ENVKIT_ROOT, else the nearest directory upward holding a stack file."""
+    env = os.environ if environ is None else environ
+    if env.get("ENVKIT_ROOT"):
+        root = Path(env["ENVKIT_ROOT"]).resolve()
+        if _stack_file(root) is None:
+            raise ConfigError(
+                root,
+                "",
+                f"ENVKIT_ROOT points at {root}, which holds no {STACK_FILE} "
+                "and no pyproject.toml with [tool.envkit]",
+                "point ENVKIT_ROOT at your project's root, or unset it",
+            )
+        return root
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if _stack_file(directory) is not None:
+            return directory
+    raise ConfigError(
+        here,
+        "",
+        f"no {STACK_FILE} (or pyproject.toml with [tool.envkit]) here or in any parent directory",
+        f"create {STACK_FILE} at your project's root (see the README), or set ENVKIT_ROOT",
+    )
+
+
+def _stack_file(directory: Path) -> Path | None:
+    candidate = directory / STACK_FILE
+    if candidate.is_file():
+        return candidate
+    pyproject = directory / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+            return None
+        if "envkit" in data.get("tool", {}):
+            return pyproject
+    return None
+
+
+def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> StackConfig:
+    """Find, parse and validate the stack file."""
+    env = os.environ if environ is None else environ
+    root = find_root(None, env) if root is None else Path(root).resolve()
+    file = _stack_file(root)
+    if file is None:
+        raise ConfigError(root, "", f"no {STACK_FILE} here", f"create {STACK_FILE} (see the README)")
+    try:
+        data: dict[str, Any] = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(file, "", f"not valid TOML: {err}", "correct the TOML syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "", "not UTF-8 text", "save the file as UTF-8") from None
+    prefix = ""
+    if file.name == "pyproject.toml":
+        data = data["tool"]["envkit"]
+        prefix = "tool.envkit."
+        if not isinstance(data, dict):
+            raise ConfigError(file, "tool.envkit", "must be a table", "write [tool.envkit.stack] ...")
+    return _parse(data, file=file, root=root, prefix=prefix, env=env)
+
+
+def _parse(
+    data: dict[str, Any], *, file: Path, root: Path, prefix: str, env: Mapping[str, str]
+) -> StackConfig:
+    def err(key: str, problem: str, fix: str) -> ConfigError:
+        return ConfigError(file, prefix + key, problem, fix)
+
+    _no_unknown(data, _TOP_KEYS, "", err)
+    stack = _table(data, "stack", err, required=True)
+    _no_unknown(stack, _STACK_KEYS, "stack.", err)
+    name = stack.get("name")
+    if not isinstance(name, str):
+        raise err("stack.name", "missing or not a string", 'add name = "myapp" under [stack]')
+    _check_name(name, "stack.name", err)
+    pull = stack.get("pull", "missing")
+    if pull not in PULL_POLICIES:
+        raise err("stack.pull", f"{pull!r} is not a pull policy", f"use one of {', '.join(PULL_POLICIES)}")
+
+    images_table = _table(data, "images", err, required=False)
+    raw: dict[str, dict[str, Any]] = {}
+    for image_name, entry in images_table.items():
+        key = f"images.{image_name}"
+        _check_name(image_name, key, err)
+        if not isinstance(entry, dict):
+            raise err(key, "must be a table", f"write [{key}] with context = ...")
+        _no_unknown(entry, _IMAGE_KEYS, key + ".", err)
+        raw[image_name] = entry
+
+    services = _table(data, "services", err, required=False)
+    for service_name, entry in services.items():
+        _check_name(service_name, f"services.{service_name}", err)
+        if not isinstance(entry, dict):
+            raise err(f"services.{service_name}", "must be a table", f"write [services.{service_name}]")
+
+    images = {n: _image(n, e, root, err) for n, e in raw.items()}
+    images = _resolve_parents(images, err)
+
+    state_dir = Path(env["ENVKIT_STATE_DIR"]) if env.get("ENVKIT_STATE_DIR") else root / ".envkit"
+    return StackConfig(
+        name=name,
+        root=root,
+        file=file,
+        pull=pull,
+        state_dir=state_dir.resolve(),
+        images=images,
+        services=services,
+    )
+
+
+def _image(name: str, entry: dict[str, Any], root: Path, err: _Err) -> ImageSpec:
+    key = f"images.{name}"
+    context_value = entry.get("context", f"images/{name}")
+    if not isinstance(context_value, str):
+        raise err(key + ".context", "must be a string path", 'write context = "images/NAME"')
+    context = (root / context_value).resolve()
+    if not context.is_dir():
+        raise err(
+            key + ".context",
+            f"the build context {context} is not a directory",
+            "create it, or set context to the directory holding the image's files",
+        )
+    dockerfile_value = entry.get("dockerfile", "Dockerfile")
+    if not isinstance(dockerfile_value, str):
+        raise err(key + ".dockerfile", "must be a string path", 'write dockerfile = "Dockerfile"')
+    dockerfile = (context / dockerfile_value).resolve()
+    if not dockerfile.is_file():
+        raise err(
+            key + ".dockerfile",
+            f"no Dockerfile at {dockerfile}",
+            "create it, or set dockerfile to its path (relative to the context)",
+        )
+    try:
+        text = dockerfile.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise err(key + ".dockerfile", f"{dockerfile} is not UTF-8 text", "save it as UTF-8") from None
+
+    args_value = entry.get("args", {})
+    if not isinstance(args_value, dict):
+        raise err(key + ".args", "must be a table of strings", 'write args = { NAME = "value" }')
+    args: dict[str, str] = {}
+    for arg, raw_value in args_value.items():
+        value = ("true" if raw_value else "false") if isinstance(raw_value, bool) else raw_value
+        if not isinstance(value, (str, int, float)):
+            raise err(f"{key}.args.{arg}", "a build arg must be a string or number", f'write {arg} = "value"')
+        args[arg] = str(value)
+
+    parsed = dockerfile_mod.parse(text)
+    target = entry.get("target")
+    if target is not None:
+        if not isinstance(target, str):
+            raise err(key + ".target", "must be a string", 'write target = "STAGE"')
+        if target.lower() not in parsed.stages:
+            stages = ", ".join(parsed.stages) or "none"
+            raise err(
+                key + ".target",
+                f"{dockerfile} has no stage {target!r} (its stages: {stages})",
+                "name a stage declared with `FROM ... AS NAME`, or remove target",
+            )
+    platform = entry.get("platform")
+    if platform is not None and (not isinstance(platform, str) or "/" not in platform):
+        raise err(key + ".platform", f"{platform!r} is not a platform", 'write platform = "linux/amd64"')
+    if not any(i.keyword == "FROM" for i in parsed.instructions):
+        raise err(key + ".dockerfile", f"{dockerfile} has no FROM instruction", "start it with FROM")
+    refs = tuple(dict.fromkeys(r.ref for r in parsed.references(args)))
+    return ImageSpec(
+        name=name,
+        context=context,
+        dockerfile=dockerfile,
+        dockerfile_text=text,
+        args=args,
+        target=target,
+        platform=platform,
+        parents=refs,  # split into parents/externals by _resolve_parents
+        externals=(),
+    )
+
+
+def _resolve_parents(images: dict[str, ImageSpec], err: _Err) -> dict[str, ImageSpec]:
+    resolved = {}
+    for name, spec in images.items():
+        refs = spec.parents
+        parents = tuple(r for r in refs if r in images)
+        externals = tuple(r for r in refs if r not in images)
+        for ref in externals:
+            if not _valid_reference(ref):
+                raise err(
+                    f"images.{name}.dockerfile",
+                    f"{spec.dockerfile} names {ref!r}, which is neither an image of this stack "
+                    f"({', '.join(sorted(images)) or 'none'}) nor a valid image reference",
+                    "correct the FROM line, or add the image under [images]",
+                )
+        resolved[name] = ImageSpec(**{**spec.__dict__, "parents": parents, "externals": externals})
+
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise err(
+                f"images.{name}",
+                f"the images build on each other in a cycle: {cycle}",
+                "make one of them start FROM an image outside the cycle",
+            )
+        state[name] = 1
+        for parent in resolved[name].parents:
+            visit(parent, [*path, name])
+        state[name] = 2
+
+    for name in resolved:
+        visit(name, [])
+    return resolved
+
+
+_REFERENCE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+def _valid_reference(ref: str) -> bool:
+    return bool(_REFERENCE.match(ref))
+
+
+def _check_name(name: str, key: str, err: _Err) -> None:
+    if not NAME_PATTERN.match(name) or len(name) > 63:
+        raise err(
+            key,
+            f"{name!r} is not a valid Docker name",
+            "use lower-case letters and digits, separated by single '.', '_' or '-' (at most 63)",
+        )
+
+
+def _table(data: dict[str, Any], key: str, err: _Err, *, required: bool) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise err(key, f"the [{key}] table is missing", f"add [{key}] with at least name = ...")
+        return {}
+    if not isinstance(value, dict):
+        raise err(key, "must be a table", f"write it as [{key}]")
+    return value
+
+
+def _no_unknown(table: dict[str, Any], known: set[str], prefix: str, err: _Err) -> None:
+    for key in table:
+        if key not in known:
+            raise err(
+                prefix + key,
+                "unknown key",
+                f"remove it; the keys allowed here are: {', '.join(sorted(known))}",
+            )

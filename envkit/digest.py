@@ -1,0 +1,352 @@
+"""Content keys: what goes into an image, reduced to one SHA-256.
+
+An image's key covers the key-schema version and the builder's identity, the
+Dockerfile's bytes, every file of the build context that Docker's ignore rules
+let through (path, type, executable bit, content digest or symlink target), the
+effective build args, target and platform, the identity of each external base
+image and the keys of its parent images in the stack. It leaves out mtimes,
+owners and where the checkout lives, so two clones give the same keys.
+
+Hashing is the expensive part, so file digests are cached by stat in the state
+directory, and a file whose mtime is not older than the cache's own write time
+is hashed again (git's "racy clean" rule): a same-size edit within the mtime
+granularity can never be mistaken for unchanged. ctime is part of the stat key,
+which also catches ``touch -r`` style edits that restore an old mtime.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import stat
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from docker.utils.build import exclude_paths
+
+from envkit.config import ImageSpec
+from envkit.fsutil import atomic_write_text, ensure_private_dir
+
+KEY_SCHEMA = 1
+# The builder decides what an image is made of; a switch of builder must change every key.
+BUILDER = "docker-classic-via-docker-py/1"
+TAG_KEY_LENGTH = 16
+_CHUNK = 1 << 20
+_PARALLEL_MIN_BYTES = 256 << 10
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """One entry of a build context as it will be sent: path relative to the context."""
+
+    path: str
+    kind: str  # "f" file, "d" directory, "l" symlink
+    mode: int  # normalised: 0o755 / 0o644 for files, 0o755 for directories, 0o777 for links
+    digest: str  # sha256 of a file's content, a link's target, "" for a directory
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.mode:o} {self.digest}"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything that makes one image; :attr:`key` is their digest."""
+
+    dockerfile: str
+    args: Mapping[str, str]
+    target: str | None
+    platform: str
+    bases: Mapping[str, str]
+    parents: Mapping[str, str]
+    files: Mapping[str, str]  # path -> ContextFile.describe()
+    schema: int = KEY_SCHEMA
+    builder: str = BUILDER
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        h = hashlib.sha256(json.dumps(self.head(), sort_keys=True).encode())
+        h.update(b"\0")
+        for path in sorted(self.files):
+            h.update(f"{path}\0{self.files[path]}\n".encode("utf-8", "surrogateescape"))
+        object.__setattr__(self, "key", h.hexdigest())
+
+    def head(self) -> dict[str, Any]:
+        """The inputs without the file list (small enough for an image label)."""
+        return {
+            "schema": self.schema,
+            "builder": self.builder,
+            "dockerfile": self.dockerfile,
+            "args": dict(sorted(self.args.items())),
+            "target": self.target,
+            "platform": self.platform,
+            "bases": dict(sorted(self.bases.items())),
+            "parents": dict(sorted(self.parents.items())),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.head(), "key": self.key, "files": dict(sorted(self.files.items()))}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Inputs:
+        return cls(
+            dockerfile=data["dockerfile"],
+            args=data["args"],
+            target=data["target"],
+            platform=data["platform"],
+            bases=data["bases"],
+            parents=data["parents"],
+            files=data["files"],
+            schema=data["schema"],
+            builder=data["builder"],
+        )
+
+
+def short_key(key: str) -> str:
+    return key[:TAG_KEY_LENGTH]
+
+
+def ignore_patterns(spec: ImageSpec) -> list[str]:
+    """The ignore rules Docker applies: ``<Dockerfile>.dockerignore`` first, else the context's."""
+    for candidate in (Path(f"{spec.dockerfile}.dockerignore"), spec.context / ".dockerignore"):
+        if candidate.is_file():
+            lines = candidate.read_text(encoding="utf-8").splitlines()
+            return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return []
+
+
+def context_entries(spec: ImageSpec, skip: Iterable[Path] = ()) -> list[tuple[str, os.stat_result]]:
+    """The context's paths after the ignore rules, sorted, with their lstat.
+
+    ``.dockerignore`` itself never reaches the image (the builder drops it), and
+    directories in ``skip`` (envkit's own state directory) are never sent.
+    """
+    root = str(spec.context)
+    # exclude_paths appends to the list it is given, so it gets a copy; an empty
+    # dockerfile name keeps it from forcing the Dockerfile into the context, as
+    # the builder removes an ignored Dockerfile before COPY sees it.
+    paths = exclude_paths(root, list(ignore_patterns(spec)), dockerfile="")
+    skipped = []
+    for directory in skip:
+        try:
+            skipped.append(Path(directory).relative_to(spec.context).as_posix())
+        except ValueError:
+            continue
+    entries = []
+    for path in sorted(paths):
+        if path == ".dockerignore" or any(path == s or path.startswith(s + "/") for s in skipped):
+            continue
+        st = os.lstat(os.path.join(root, path))
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            entries.append((path, st))
+    return entries
+
+
+def normalised_mode(st: os.stat_result) -> int:
+    """Permission bits as envkit sends them: like git, only the executable bit survives."""
+    if stat.S_ISDIR(st.st_mode):
+        return 0o755
+    if stat.S_ISLNK(st.st_mode):
+        return 0o777
+    return 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class StatCache:
+    """Maps a file's stat signature to its content digest, persisted in the state dir."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written_ns = 0
+        self.entries: dict[str, list[Any]] = {}
+        self.seen: set[str] = set()
+        self.dirty = False
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") == self.VERSION:
+                self.written_ns = int(data["written_ns"])
+                self.entries = dict(data["entries"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            # Missing or unreadable: start empty; every file is hashed again.
+            self.entries = {}
+
+    @staticmethod
+    def signature(st: os.stat_result) -> list[int]:
+        return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
+
+    def lookup(self, path: str, st: os.stat_result) -> str | None:
+        self.seen.add(path)
+        entry = self.entries.get(path)
+        if entry is None or entry[:-1] != self.signature(st):
+            return None
+        if st.st_mtime_ns >= self.written_ns or st.st_ctime_ns >= self.written_ns:
+            return None  # racy: could have changed within the timestamp granularity
+        return str(entry[-1])
+
+    def store(self, path: str, st: os.stat_result, digest: str) -> None:
+        self.seen.add(path)
+        self.entries[path] = [*self.signature(st), digest]
+        self.dirty = True
+
+    def save(self, started_ns: int, *, prune: bool) -> None:
+        """Write the cache, stamped with the time the hashing started."""
+        if prune:
+            stale = set(self.entries) - self.seen
+            for path in stale:
+                del self.entries[path]
+            self.dirty = self.dirty or bool(stale)
+        if not self.dirty:
+            return
+        ensure_private_dir(self.path.parent)
+        payload = {"version": self.VERSION, "written_ns": started_ns, "entries": self.entries}
+        atomic_write_text(self.path, json.dumps(payload, separators=(",", ":")))
+        self.written_ns = started_ns
+        self.dirty = False
+
+
+class Hasher:
+    """Digests files through a :class:`StatCache`, hashing misses in parallel."""
+
+    def __init__(self, cache: StatCache, workers: int | None = None) -> None:
+        self.cache = cache
+        self.started_ns = time.time_ns()
+        self.workers = workers or min(8, (os.cpu_count() or 2) * 2)
+        self.hashed_files = 0
+        self.hashed_bytes = 0
+
+    def context_files(self, spec: ImageSpec, skip: Iterable[Path] = ()) -> dict[str, ContextFile]:
+        entries = context_entries(spec, skip)
+        out: dict[str, ContextFile] = {}
+        misses: list[tuple[str, str, os.stat_result]] = []
+        for path, st in entries:
+            absolute = os.path.join(spec.context, path)
+            if stat.S_ISDIR(st.st_mode):
+                out[path] = ContextFile(path, "d", 0o755, "")
+            elif stat.S_ISLNK(st.st_mode):
+                out[path] = ContextFile(path, "l", 0o777, os.readlink(absolute))
+            else:
+                digest = self.cache.lookup(absolute, st)
+                if digest is None:
+                    misses.append((path, absolute, st))
+                else:
+                    out[path] = ContextFile(path, "f", normalised_mode(st), digest)
+        for (path, absolute, st), digest in zip(misses, self._hash_all([m[1] for m in misses]), strict=True):
+            self.cache.store(absolute, st, digest)
+            out[path] = ContextFile(path, "f", normalised_mode(st), digest)
+        return dict(sorted(out.items()))
+
+    def _hash_all(self, paths: list[str]) -> list[str]:
+        self.hashed_files += len(paths)
+        if len(paths) < 2:
+            return [file_digest(p) for p in paths]
+        sizes = [os.path.getsize(p) for p in paths]
+        self.hashed_bytes += sum(sizes)
+        if sum(sizes) < _PARALLEL_MIN_BYTES:
+            return [file_digest(p) for p in paths]
+        # hashlib releases the GIL on large buffers, so threads use every core.
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
+            return list(pool.map(file_digest, paths))
+
+
+def image_inputs(
+    spec: ImageSpec,
+    files: Mapping[str, ContextFile],
+    *,
+    platform: str,
+    bases: Mapping[str, str],
+    parents: Mapping[str, str],
+) -> Inputs:
+    return Inputs(
+        dockerfile=hashlib.sha256(spec.dockerfile_text.encode("utf-8")).hexdigest(),
+        args=dict(spec.args),
+        target=spec.target,
+        platform=spec.platform or platform,
+        bases=dict(bases),
+        parents=dict(parents),
+        files={path: entry.describe() for path, entry in files.items()},
+    )
+
+
+def explain(old: Inputs | None, new: Inputs, *, limit: int = 10) -> list[str]:
+    """Why ``new`` is not ``old``: one short phrase per changed input."""
+    if old is None:
+        return ["no earlier build of this image is recorded here"]
+    if old.key == new.key:
+        return ["the image was removed locally; its inputs are unchanged"]
+    reasons: list[str] = []
+    if (old.schema, old.builder) != (new.schema, new.builder):
+        reasons.append(f"the key schema or builder changed ({old.builder} -> {new.builder})")
+    if old.dockerfile != new.dockerfile:
+        reasons.append("the Dockerfile changed")
+    reasons += _diff_map("build arg", old.args, new.args)
+    if old.target != new.target:
+        reasons.append(f"target changed: {old.target} -> {new.target}")
+    if old.platform != new.platform:
+        reasons.append(f"platform changed: {old.platform} -> {new.platform}")
+    reasons += _diff_map("base image", old.bases, new.bases, short=True)
+    for name in sorted(set(old.parents) | set(new.parents)):
+        before, after = old.parents.get(name), new.parents.get(name)
+        if before != after:
+            if before and after:
+                reasons.append(f"parent {name} changed ({short_key(before)} -> {short_key(after)})")
+            else:
+                reasons.append(f"parent {name} {'added' if after else 'removed'}")
+    files: list[str] = []
+    for path in sorted(set(old.files) | set(new.files)):
+        before, after = old.files.get(path), new.files.get(path)
+        if before == after:
+            continue
+        if before is None:
+            files.append(f"file added: {path}")
+        elif after is None:
+            files.append(f"file removed: {path}")
+        else:
+            files.append(f"file changed: {path} ({_file_change(before, after)})")
+    if len(files) > limit:
+        files = [*files[:limit], f"... and {len(files) - limit} more file changes"]
+    return reasons + files
+
+
+def _file_change(before: str, after: str) -> str:
+    kind_a, mode_a, digest_a = before.split(" ", 2)
+    kind_b, mode_b, digest_b = after.split(" ", 2)
+    if kind_a != kind_b:
+        names = {"f": "file", "d": "directory", "l": "symlink"}
+        return f"{names[kind_a]} -> {names[kind_b]}"
+    parts = []
+    if mode_a != mode_b:
+        parts.append(f"mode {mode_a} -> {mode_b}")
+    if digest_a != digest_b:
+        parts.append(f"link target {digest_a} -> {digest_b}" if kind_b == "l" else "content")
+    return ", ".join(parts)
+
+
+def _diff_map(what: str, old: Mapping[str, str], new: Mapping[str, str], *, short: bool = False) -> list[str]:
+    def show(value: str) -> str:
+        return value[:19] + "..." if short and len(value) > 22 else value
+
+    out = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if before is None:
+            out.append(f"{what} added: {name}={show(after or '')}")
+        elif after is None:
+            out.append(f"{what} removed: {name}")
+        else:
+            out.append(f"{what} changed: {name}: {show(before)} -> {show(after)}")
+    return out

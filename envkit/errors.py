@@ -1,0 +1,94 @@
+"""Every user-facing failure in envkit is an :class:`EnvkitError`.
+
+Each subclass also inherits the matching built-in exception, carries its
+evidence as attributes, and survives pickling (errors cross process
+boundaries under pytest-xdist), which is why every ``__init__`` passes all of
+its arguments on to ``super().__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class EnvkitError(Exception):
+    """Root of envkit's exceptions. ``str(err)`` is a complete message for a user."""
+
+
+class ConfigError(EnvkitError, ValueError):
+    """The stack file is invalid: names the file, the key and the fix."""
+
+    def __init__(self, file: Path | str, key: str, problem: str, fix: str) -> None:
+        super().__init__(file, key, problem, fix)
+        self.file = Path(file)
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else str(self.file)
+        return f"{where}: {self.problem}\n  fix: {self.fix}"
+
+
+class DockerUnavailable(EnvkitError, ConnectionError):
+    """The Docker daemon does not answer."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return (
+            f"the Docker daemon does not answer ({self.detail}).\n"
+            "  fix: start it, or point DOCKER_HOST at a running one; "
+            "`docker info` checks the connection"
+        )
+
+
+class BaseImageError(EnvkitError, LookupError):
+    """An external base image is missing and may not, or could not, be pulled."""
+
+    def __init__(self, image: str, reference: str, detail: str) -> None:
+        super().__init__(image, reference, detail)
+        self.image = image
+        self.reference = reference
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return (
+            f"image {self.image!r}: base image {self.reference!r} is not available: "
+            f"{self.detail}\n"
+            "  fix: make it present locally (`docker load`, `docker import`, or a build), "
+            "or allow pulling it with `--pull missing`"
+        )
+
+
+class BuildError(EnvkitError, RuntimeError):
+    """``docker build`` failed; ``build_log`` holds the tail of its output."""
+
+    def __init__(self, image: str, reason: str, build_log: Sequence[str] = ()) -> None:
+        super().__init__(image, reason, list(build_log))
+        self.image = image
+        self.reason = reason
+        self.build_log = list(build_log)
+
+    def __str__(self) -> str:
+        tail = "".join(f"\n  | {line}" for line in self.build_log)
+        return f"image {self.image!r} failed to build: {self.reason}" + (
+            f"\n  last lines of the build log:{tail}" if tail else ""
+        )
+
+
+class LockTimeout(EnvkitError, TimeoutError):
+    """A lock was not acquired in time."""
+
+    def __init__(self, path: Path | str, seconds: float, holder: str = "") -> None:
+        super().__init__(path, seconds, holder)
+        self.path = Path(path)
+        self.seconds = seconds
+        self.holder = holder
+
+    def __str__(self) -> str:
+        who = f" (held by {self.holder})" if self.holder else ""
+        return f"could not take the lock {self.path} within {self.seconds:g} s{who}"
