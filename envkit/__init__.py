@@ -12,6 +12,7 @@ from envkit.errors import (
     EnvkitError,
     LockTimeout,
 )
+from envkit.runtime import connect
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "LockTimeout",
     "StackConfig",
     "__version__",
+    "connect",
     "ensure",
     "gc",
     "load",

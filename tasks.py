@@ -1,0 +1,62 @@
+"""This repository's tasks: envkit's own collection plus development tasks.
+
+A project using envkit needs only ``from envkit.tasks import ns``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from invoke import Collection, Context, Exit, task
+
+from envkit.tasks import ns as envkit_ns
+
+ROOT = Path(__file__).resolve().parent
+BUSYBOX = Path("/bin/busybox")
+ROOTFS = ROOT / "images" / "busybox" / "rootfs"
+
+
+@task
+def rootfs(c: Context) -> None:
+    """Make images/busybox/rootfs from Debian's busybox-static (the demo's base, no pull)."""
+    if not BUSYBOX.is_file():
+        raise Exit("rootfs: /bin/busybox is missing; install it: apt-get install busybox-static", code=1)
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout
+    shutil.rmtree(ROOTFS, ignore_errors=True)
+    (ROOTFS / "bin").mkdir(parents=True)
+    (ROOTFS / "tmp").mkdir()
+    shutil.copy2(BUSYBOX, ROOTFS / "bin" / "busybox")
+    for applet in applets.split():
+        if applet != "busybox":
+            (ROOTFS / "bin" / applet).symlink_to("busybox")
+
+
+@task(pre=[rootfs])
+def e2e(c: Context) -> None:
+    """Build the demo stack's images (cached by content key)."""
+    envkit_ns["build"](c)
+
+
+@task(help={"args": "extra arguments for pytest"})
+def test(c: Context, args: str = "") -> None:
+    """Run the test suite (unit, then integration against the real daemon)."""
+    c.run(f"pytest {args}", pty=False)
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff and mypy on the package."""
+    c.run("ruff check envkit tests bench tasks.py")
+    c.run("ruff format --check envkit tests bench tasks.py")
+    c.run("mypy")
+
+
+@task
+def bench(c: Context) -> None:
+    """The no-op build benchmark (prints figures and ratios)."""
+    c.run("python bench/build_noop.py")
+
+
+ns = Collection(*envkit_ns.tasks.values(), rootfs, e2e, test, lint, bench)

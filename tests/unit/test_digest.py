@@ -1,0 +1,167 @@
+"""Content keys: what changes them, what must not, and the stat cache's racy rule."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from envkit.config import ImageSpec, load
+from envkit.digest import Hasher, Inputs, StatCache, explain, image_inputs
+
+
+def spec_for(root: Path, name: str = "app") -> ImageSpec:
+    return load(root, environ={}).images[name]
+
+
+def key_of(root: Path, cache: StatCache | None = None, name: str = "app") -> Inputs:
+    spec = spec_for(root, name)
+    hasher = Hasher(cache or StatCache(root / ".envkit" / "stat-cache.json"))
+    files = hasher.context_files(spec, skip=[root / ".envkit"])
+    return image_inputs(spec, files, platform="linux/amd64", bases={"x": "sha256:1"}, parents={})
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "p"
+    (root / "images/app/sub").mkdir(parents=True)
+    (root / "envkit.toml").write_text('[stack]\nname = "d"\n[images.app]\n')
+    (root / "images/app/Dockerfile").write_text("FROM x\nCOPY . /app\n")
+    (root / "images/app/a.txt").write_text("alpha\n")
+    (root / "images/app/sub/b.txt").write_text("beta\n")
+    return root
+
+
+def test_key_ignores_location_mtime_and_group_bits(root: Path, tmp_path: Path) -> None:
+    before = key_of(root)
+    copy = tmp_path / "elsewhere" / "p"
+    shutil.copytree(root, copy)
+    os.utime(copy / "images/app/a.txt", (1, 1))
+    (copy / "images/app/a.txt").chmod(0o664)
+    assert key_of(copy).key == before.key
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda d: (d / "a.txt").write_text("alphA\n"), "file changed: a.txt (content)"),
+        (lambda d: (d / "a.txt").chmod(0o755), "file changed: a.txt (mode 644 -> 755)"),
+        (lambda d: (d / "a.txt").rename(d / "c.txt"), "file added: c.txt"),
+        (lambda d: (d / "new.txt").write_text(""), "file added: new.txt"),
+        (lambda d: (d / "sub/b.txt").unlink(), "file removed: sub/b.txt"),
+        (lambda d: (d / "Dockerfile").write_text("FROM x\nCOPY . /srv\n"), "the Dockerfile changed"),
+    ],
+)
+def test_changes_change_the_key_and_are_explained(root: Path, change: object, reason: str) -> None:
+    before = key_of(root)
+    change(root / "images/app")  # type: ignore[operator]
+    after = key_of(root)
+    assert after.key != before.key
+    assert reason in explain(before, after)
+
+
+def test_symlink_target_is_part_of_the_key(root: Path) -> None:
+    link = root / "images/app/link"
+    link.symlink_to("a.txt")
+    before = key_of(root)
+    link.unlink()
+    link.symlink_to("sub/b.txt")
+    after = key_of(root)
+    assert after.key != before.key
+    assert "file changed: link (link target a.txt -> sub/b.txt)" in explain(before, after)
+
+
+def test_dockerignore_with_negation_and_dockerfile_specific_ignore(root: Path) -> None:
+    app = root / "images/app"
+    (app / "debug.log").write_text("noise")
+    (app / ".dockerignore").write_text("# logs\n*.log\n")
+    before = key_of(root)
+    assert "debug.log" not in before.files and ".dockerignore" not in before.files
+    (app / "other.log").write_text("ignored too")
+    assert key_of(root).key == before.key
+    (app / ".dockerignore").write_text("*.log\n!debug.log\n")
+    assert "debug.log" in key_of(root).files
+    # <Dockerfile>.dockerignore wins over the context's .dockerignore
+    (app / "Dockerfile.dockerignore").write_text("sub\n")
+    files = key_of(root).files
+    assert "debug.log" in files and "sub/b.txt" not in files and "Dockerfile.dockerignore" in files
+
+
+def test_state_dir_inside_the_context_is_never_part_of_it(tmp_path: Path) -> None:
+    (tmp_path / "envkit.toml").write_text('[stack]\nname = "d"\n[images.app]\ncontext = "."\n')
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    first = key_of(tmp_path)
+    (tmp_path / ".envkit").mkdir(exist_ok=True)
+    (tmp_path / ".envkit" / "junk").write_text("x")
+    assert key_of(tmp_path).key == first.key
+    assert not any(p.startswith(".envkit") for p in first.files)
+
+
+def test_other_inputs_change_the_key() -> None:
+    base = dict(dockerfile="d", args={}, target=None, platform="linux/amd64", bases={}, parents={}, files={})
+    key = Inputs(**base).key  # type: ignore[arg-type]
+    for field, value in [
+        ("args", {"A": "1"}),
+        ("target", "t"),
+        ("platform", "linux/arm64"),
+        ("bases", {"alpine": "sha256:2"}),
+        ("parents", {"base": "k"}),
+        ("schema", 99),
+        ("builder", "buildkit"),
+    ]:
+        assert Inputs(**{**base, field: value}).key != key, field  # type: ignore[arg-type]
+
+
+def test_stat_cache_skips_unchanged_files_and_rehashes_racy_ones(root: Path) -> None:
+    cache_path = root / ".envkit" / "stat-cache.json"
+    past = time.time() - 100
+    for path in (root / "images/app").rglob("*"):
+        os.utime(path, (past, past))
+    spec = spec_for(root)
+    cold = Hasher(StatCache(cache_path))
+    old_digest = cold.context_files(spec)["a.txt"].digest
+    cold.cache.save(cold.started_ns, prune=True)
+    assert cold.hashed_files == 3
+
+    warm = Hasher(StatCache(cache_path))
+    warm.context_files(spec)
+    assert warm.hashed_files == 0
+
+    # Same size, old mtime restored (touch -r): ctime still moves, so it is hashed again.
+    a = root / "images/app/a.txt"
+    st = a.stat()
+    a.write_text("ALPHA\n")
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    edited = Hasher(StatCache(cache_path))
+    files = edited.context_files(spec)
+    assert edited.hashed_files == 1
+    assert files["a.txt"].digest != old_digest
+
+    # A file whose mtime is not older than the cache's write time is always hashed again.
+    edited.cache.save(edited.started_ns, prune=True)
+    future = time.time() + 3600
+    os.utime(a, (future, future))
+    racy = Hasher(StatCache(cache_path))
+    racy.context_files(spec)
+    racy.cache.save(racy.started_ns, prune=True)
+    again = Hasher(StatCache(cache_path))
+    again.context_files(spec)
+    assert again.hashed_files == 1
+
+
+def test_corrupt_stat_cache_is_ignored(root: Path) -> None:
+    cache_path = root / ".envkit" / "stat-cache.json"
+    cache_path.parent.mkdir()
+    cache_path.write_text("{not json")
+    hasher = Hasher(StatCache(cache_path))
+    hasher.context_files(spec_for(root))
+    assert hasher.hashed_files == 3
+
+
+def test_explain_first_build_and_removed_image() -> None:
+    inputs = Inputs(dockerfile="d", args={}, target=None, platform="p", bases={}, parents={}, files={})
+    assert "no earlier build" in explain(None, inputs)[0]
+    assert "removed locally" in explain(inputs, inputs)[0]
