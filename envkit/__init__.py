@@ -10,7 +10,6 @@ from envkit.errors import (
     ConfigError,
     DockerUnavailable,
     EnvkitError,
-    LockTimeout,
 )
 from envkit.runtime import connect
 
@@ -23,7 +22,6 @@ __all__ = [
     "DockerUnavailable",
     "EnvkitError",
     "ImageResult",
-    "LockTimeout",
     "StackConfig",
     "__version__",
     "connect",

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import docker
 import filelock
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound
 
 from envkit import runtime
@@ -303,6 +304,10 @@ def _docker_build(
                     image_id = aux["ID"]
         except (APIError, DockerException) as err:
             raise BuildError(spec.name, str(err).strip(), list(tail)) from None
+        except requests.exceptions.RequestException as err:
+            raise BuildError(
+                spec.name, f"lost the connection to the Docker daemon: {err}", list(tail)
+            ) from None
     if not image_id:
         raise BuildError(spec.name, "the builder reported no image ID", list(tail))
     return image_id
@@ -328,16 +333,20 @@ def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfil
                 info.linkname = digest
                 tar.addfile(info)
             else:
-                with open(spec.context / path, "rb") as f:
-                    info.size = os.fstat(f.fileno()).st_size
-                    checked = _CheckedReader(f, info.size)
-                    tar.addfile(info, checked)
-                    if checked.hexdigest() != digest:
-                        raise BuildError(
-                            spec.name,
-                            f"{spec.context / path} changed while it was being sent to the builder; "
-                            "run the build again",
-                        )
+                try:
+                    with open(spec.context / path, "rb") as f:
+                        info.size = os.fstat(f.fileno()).st_size
+                        checked = _CheckedReader(f, info.size)
+                        tar.addfile(info, checked)
+                        unchanged = checked.hexdigest() == digest
+                except OSError:  # deleted or truncated since it was hashed
+                    unchanged = False
+                if not unchanged:
+                    raise BuildError(
+                        spec.name,
+                        f"{spec.context / path} changed while the build was being prepared; "
+                        "run the build again",
+                    )
         for name, data in (
             (_DOCKERFILE_IN_TAR, dockerfile_text.encode("utf-8")),
             (".dockerignore", f".dockerignore\n{_DOCKERFILE_IN_TAR}\n".encode()),

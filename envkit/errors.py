@@ -78,17 +78,3 @@ class BuildError(EnvkitError, RuntimeError):
         return f"image {self.image!r} failed to build: {self.reason}" + (
             f"\n  last lines of the build log:{tail}" if tail else ""
         )
-
-
-class LockTimeout(EnvkitError, TimeoutError):
-    """A lock was not acquired in time."""
-
-    def __init__(self, path: Path | str, seconds: float, holder: str = "") -> None:
-        super().__init__(path, seconds, holder)
-        self.path = Path(path)
-        self.seconds = seconds
-        self.holder = holder
-
-    def __str__(self) -> str:
-        who = f" (held by {self.holder})" if self.holder else ""
-        return f"could not take the lock {self.path} within {self.seconds:g} s{who}"
