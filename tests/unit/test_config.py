@@ -101,11 +101,31 @@ BAD = [
     ('[stack]\nname = "d"\n[images.Api]\n', None, "images.Api", "not a valid Docker name"),
     ('[stack]\nname = "d"\npull = "sometimes"\n', None, "stack.pull", "not a pull policy"),
     ('[stack]\nname = "d"\n[images.app]\nargs = ["A=1"]\n', None, "images.app.args", "table of strings"),
-    ('[stack]\nname = "d"\n[images.app]\nargs = { A = [1] }\n', None, "images.app.args.A", "string or number"),
-    ('[stack]\nname = "d"\n[images.app]\ncontext = "missing"\n', None, "images.app.context", "not a directory"),
-    ('[stack]\nname = "d"\n[images.app]\n', {"images/app/main.py": ""}, "images.app.dockerfile", "no Dockerfile"),
+    (
+        '[stack]\nname = "d"\n[images.app]\nargs = { A = [1] }\n',
+        None,
+        "images.app.args.A",
+        "string or number",
+    ),
+    (
+        '[stack]\nname = "d"\n[images.app]\ncontext = "missing"\n',
+        None,
+        "images.app.context",
+        "not a directory",
+    ),
+    (
+        '[stack]\nname = "d"\n[images.app]\n',
+        {"images/app/main.py": ""},
+        "images.app.dockerfile",
+        "no Dockerfile",
+    ),
     ('[stack]\nname = "d"\n[images.app]\ntarget = "nope"\n', None, "images.app.target", "no stage 'nope'"),
-    ('[stack]\nname = "d"\n[images.app]\nplatform = "amd64"\n', None, "images.app.platform", "not a platform"),
+    (
+        '[stack]\nname = "d"\n[images.app]\nplatform = "amd64"\n',
+        None,
+        "images.app.platform",
+        "not a platform",
+    ),
     (
         '[stack]\nname = "d"\n[images.a]\n[images.b]\n',
         {"images/a/Dockerfile": "FROM b\n", "images/b/Dockerfile": "FROM a\n"},
@@ -118,7 +138,12 @@ BAD = [
         "images.a.dockerfile",
         "neither an image of this stack",
     ),
-    ('[stack]\nname = "d"\n[images.a]\n', {"images/a/Dockerfile": "RUN true\n"}, "images.a.dockerfile", "no FROM"),
+    (
+        '[stack]\nname = "d"\n[images.a]\n',
+        {"images/a/Dockerfile": "RUN true\n"},
+        "images.a.dockerfile",
+        "no FROM",
+    ),
     ('services = 3\n[stack]\nname = "d"\n', None, "services", "must be a table"),
 ]
 
