@@ -9,6 +9,7 @@ also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -76,13 +77,19 @@ def import_busybox(client: docker.APIClient, repository: str, tag: str, stack: s
 
 
 def remove_stack_images(client: docker.APIClient, stack: str) -> None:
-    """Remove every image labelled for ``stack`` (and nothing else)."""
-    for image in client.images(filters={"label": f"{runtime.LABEL_STACK}={stack}"}):
-        if (image.get("Labels") or {}).get(runtime.LABEL_STACK) == stack:
-            try:
+    """Remove every image labelled for ``stack`` (and nothing else), children first."""
+    for _ in range(10):  # a parent with children cannot go before them: retry in passes
+        images = [
+            image
+            for image in client.images(filters={"label": f"{runtime.LABEL_STACK}={stack}"})
+            if (image.get("Labels") or {}).get(runtime.LABEL_STACK) == stack
+        ]
+        if not images:
+            return
+        for image in images:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 client.remove_image(image["Id"], force=True)
-            except docker.errors.NotFound:
-                pass
+    raise AssertionError(f"could not remove the images of test stack {stack}")
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,7 @@ def test_envkit_root_must_hold_a_stack_file(tmp_path: Path) -> None:
 
 
 def test_no_stack_file_anywhere(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no envkit.toml"):
+    with pytest.raises(ConfigError, match=r"no envkit\.toml"):
         find_root(tmp_path, environ={})
 
 
