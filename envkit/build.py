@@ -34,7 +34,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 
 from envkit import runtime
 from envkit.config import ImageSpec, StackConfig
-from envkit.digest import Hasher, Inputs, StatCache, explain, image_inputs, short_key
+from envkit.digest import Hasher, Inputs, StatCache, explain, image_inputs, short_key, split_entry
 from envkit.dockerfile import parse as parse_dockerfile
 from envkit.errors import BaseImageError, BuildError, ConfigError, EnvkitError
 from envkit.fsutil import atomic_write_text, ensure_private_dir
@@ -322,9 +322,9 @@ def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfil
     ``COPY`` sees the context.
     """
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, describe in inputs.files.items():
-            kind, mode, digest = describe.split(" ", 2)
-            info = _tarinfo(path, int(mode, 8))
+        for path, entry in inputs.files.items():
+            kind, mode, digest = split_entry(entry)
+            info = _tarinfo(path, mode)
             if kind == "d":
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docker.utils.build import exclude_paths
+from docker.utils.build import PatternMatcher
 
 from envkit.config import ImageSpec
 from envkit.fsutil import atomic_write_text, ensure_private_dir
@@ -40,17 +40,18 @@ _CHUNK = 1 << 20
 _PARALLEL_MIN_BYTES = 256 << 10
 
 
-@dataclass(frozen=True)
-class ContextFile:
-    """One entry of a build context as it will be sent: path relative to the context."""
+def file_entry(kind: str, mode: int, digest: str) -> str:
+    """How one context entry enters the key and the manifest: ``"<kind> <mode> <digest>"``.
 
-    path: str
-    kind: str  # "f" file, "d" directory, "l" symlink
-    mode: int  # normalised: 0o755 / 0o644 for files, 0o755 for directories, 0o777 for links
-    digest: str  # sha256 of a file's content, a link's target, "" for a directory
+    ``kind`` is ``f`` (file: digest of its content), ``d`` (directory: no
+    digest) or ``l`` (symlink: its target); ``mode`` is octal, normalised.
+    """
+    return f"{kind} {mode:o} {digest}"
 
-    def describe(self) -> str:
-        return f"{self.kind} {self.mode:o} {self.digest}"
+
+def split_entry(entry: str) -> tuple[str, int, str]:
+    kind, mode, digest = entry.split(" ", 2)
+    return kind, int(mode, 8), digest
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Inputs:
     platform: str
     bases: Mapping[str, str]
     parents: Mapping[str, str]
-    files: Mapping[str, str]  # path -> ContextFile.describe()
+    files: Mapping[str, str]  # path relative to the context -> file_entry()
     schema: int = KEY_SCHEMA
     builder: str = BUILDER
     key: str = field(init=False)
@@ -122,28 +123,44 @@ def ignore_patterns(spec: ImageSpec) -> list[str]:
 def context_entries(spec: ImageSpec, skip: Iterable[Path] = ()) -> list[tuple[str, os.stat_result]]:
     """The context's paths after the ignore rules, sorted, with their lstat.
 
-    ``.dockerignore`` itself never reaches the image (the builder drops it), and
-    directories in ``skip`` (envkit's own state directory) are never sent.
+    The rules are docker-py's ``PatternMatcher`` (Docker's own semantics,
+    negations included); the walk is one ``scandir`` pass that prunes excluded
+    directories unless a negation may re-include something below them, as
+    docker-py's walk does. ``.dockerignore`` itself never reaches the image (the
+    builder drops it), and directories in ``skip`` (envkit's state directory)
+    are never sent.
     """
-    root = str(spec.context)
-    # exclude_paths appends to the list it is given, so it gets a copy; an empty
-    # dockerfile name keeps it from forcing the Dockerfile into the context, as
-    # the builder removes an ignored Dockerfile before COPY sees it.
-    paths = exclude_paths(root, list(ignore_patterns(spec)), dockerfile="")
-    skipped = []
-    for directory in skip:
+    patterns = ignore_patterns(spec)
+    matcher = PatternMatcher(patterns) if patterns else None
+    negations = [p.cleaned_pattern for p in matcher.patterns if p.exclusion] if matcher else []
+    skipped = set()
+    for skip_dir in skip:
         try:
-            skipped.append(Path(directory).relative_to(spec.context).as_posix())
+            skipped.add(Path(skip_dir).resolve().relative_to(spec.context).as_posix())
         except ValueError:
             continue
-    entries = []
-    for path in sorted(paths):
-        if path == ".dockerignore" or any(path == s or path.startswith(s + "/") for s in skipped):
-            continue
-        st = os.lstat(os.path.join(root, path))
-        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-            entries.append((path, st))
+    entries: list[tuple[str, os.stat_result]] = []
+    pending = [("", str(spec.context))]
+    while pending:
+        parent, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                path = f"{parent}{entry.name}"
+                if path in skipped:
+                    continue
+                # (docker-py's stub says PathLike; the matcher works on str paths)
+                excluded = matcher is not None and matcher.matches(path)  # type: ignore[arg-type]
+                st = entry.stat(follow_symlinks=False)
+                if not excluded and path != ".dockerignore" and _sendable(st.st_mode):
+                    entries.append((path, st))
+                if stat.S_ISDIR(st.st_mode) and (not excluded or any(n.startswith(path) for n in negations)):
+                    pending.append((path + "/", entry.path))
+    entries.sort(key=lambda item: item[0])
     return entries
+
+
+def _sendable(mode: int) -> bool:
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)
 
 
 def normalised_mode(st: os.stat_result) -> int:
@@ -227,34 +244,37 @@ class Hasher:
         self.hashed_files = 0
         self.hashed_bytes = 0
 
-    def context_files(self, spec: ImageSpec, skip: Iterable[Path] = ()) -> dict[str, ContextFile]:
-        entries = context_entries(spec, skip)
-        out: dict[str, ContextFile] = {}
+    def context_files(self, spec: ImageSpec, skip: Iterable[Path] = ()) -> dict[str, str]:
+        """Path -> :func:`file_entry` for every entry of the context, sorted by path."""
+        out: dict[str, str] = {}
         misses: list[tuple[str, str, os.stat_result]] = []
-        for path, st in entries:
-            absolute = os.path.join(spec.context, path)
-            if stat.S_ISDIR(st.st_mode):
-                out[path] = ContextFile(path, "d", 0o755, "")
-            elif stat.S_ISLNK(st.st_mode):
-                out[path] = ContextFile(path, "l", 0o777, os.readlink(absolute))
+        lookup = self.cache.lookup
+        root = str(spec.context)
+        for path, st in context_entries(spec, skip):
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                out[path] = "d 755 "
+            elif stat.S_ISLNK(mode):
+                out[path] = "l 777 " + os.readlink(os.path.join(root, path))
             else:
-                digest = self.cache.lookup(absolute, st)
+                absolute = os.path.join(root, path)
+                digest = lookup(absolute, st)
                 if digest is None:
+                    out[path] = ""  # keeps the sorted order; filled in below
                     misses.append((path, absolute, st))
                 else:
-                    out[path] = ContextFile(path, "f", normalised_mode(st), digest)
-        for (path, absolute, st), digest in zip(misses, self._hash_all([m[1] for m in misses]), strict=True):
+                    out[path] = file_entry("f", normalised_mode(st), digest)
+        digests = self._hash_all([m[1] for m in misses])
+        for (path, absolute, st), digest in zip(misses, digests, strict=True):
             self.cache.store(absolute, st, digest)
-            out[path] = ContextFile(path, "f", normalised_mode(st), digest)
-        return dict(sorted(out.items()))
+            out[path] = file_entry("f", normalised_mode(st), digest)
+        return out
 
     def _hash_all(self, paths: list[str]) -> list[str]:
-        self.hashed_files += len(paths)
-        if len(paths) < 2:
-            return [file_digest(p) for p in paths]
         sizes = [os.path.getsize(p) for p in paths]
+        self.hashed_files += len(paths)
         self.hashed_bytes += sum(sizes)
-        if sum(sizes) < _PARALLEL_MIN_BYTES:
+        if len(paths) < 2 or sum(sizes) < _PARALLEL_MIN_BYTES:
             return [file_digest(p) for p in paths]
         # hashlib releases the GIL on large buffers, so threads use every core.
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
@@ -263,7 +283,7 @@ class Hasher:
 
 def image_inputs(
     spec: ImageSpec,
-    files: Mapping[str, ContextFile],
+    files: Mapping[str, str],
     *,
     platform: str,
     bases: Mapping[str, str],
@@ -276,7 +296,7 @@ def image_inputs(
         platform=spec.platform or platform,
         bases=dict(bases),
         parents=dict(parents),
-        files={path: entry.describe() for path, entry in files.items()},
+        files=files,
     )
 
 
@@ -321,14 +341,14 @@ def explain(old: Inputs | None, new: Inputs, *, limit: int = 10) -> list[str]:
 
 
 def _file_change(before: str, after: str) -> str:
-    kind_a, mode_a, digest_a = before.split(" ", 2)
-    kind_b, mode_b, digest_b = after.split(" ", 2)
+    kind_a, mode_a, digest_a = split_entry(before)
+    kind_b, mode_b, digest_b = split_entry(after)
     if kind_a != kind_b:
         names = {"f": "file", "d": "directory", "l": "symlink"}
         return f"{names[kind_a]} -> {names[kind_b]}"
     parts = []
     if mode_a != mode_b:
-        parts.append(f"mode {mode_a} -> {mode_b}")
+        parts.append(f"mode {mode_a:o} -> {mode_b:o}")
     if digest_a != digest_b:
         parts.append(f"link target {digest_a} -> {digest_b}" if kind_b == "l" else "content")
     return ", ".join(parts)

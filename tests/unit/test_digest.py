@@ -122,7 +122,7 @@ def test_stat_cache_skips_unchanged_files_and_rehashes_racy_ones(root: Path) -> 
         os.utime(path, (past, past))
     spec = spec_for(root)
     cold = Hasher(StatCache(cache_path))
-    old_digest = cold.context_files(spec)["a.txt"].digest
+    old_digest = cold.context_files(spec)["a.txt"]
     cold.cache.save(cold.started_ns, prune=True)
     assert cold.hashed_files == 3
 
@@ -138,7 +138,7 @@ def test_stat_cache_skips_unchanged_files_and_rehashes_racy_ones(root: Path) -> 
     edited = Hasher(StatCache(cache_path))
     files = edited.context_files(spec)
     assert edited.hashed_files == 1
-    assert files["a.txt"].digest != old_digest
+    assert files["a.txt"] != old_digest
 
     # A file whose mtime is not older than the cache's write time is always hashed again.
     edited.cache.save(edited.started_ns, prune=True)
@@ -165,3 +165,38 @@ def test_explain_first_build_and_removed_image() -> None:
     inputs = Inputs(dockerfile="d", args={}, target=None, platform="p", bases={}, parents={}, files={})
     assert "no earlier build" in explain(None, inputs)[0]
     assert "removed locally" in explain(inputs, inputs)[0]
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        [],
+        ["*.log"],
+        ["*.log", "!keep.log"],
+        ["build", "!build/keep/**"],
+        ["**/*.pyc", "docs/", "!docs/README.md", "/top.txt"],
+        ["*", "!src"],
+        ["src/*/deep", ".git"],
+    ],
+)
+def test_walk_matches_docker_py_exclude_paths(tmp_path: Path, patterns: list[str]) -> None:
+    from docker.utils.build import exclude_paths
+
+    from envkit.digest import context_entries
+
+    root = tmp_path / "p"
+    ctx = root / "images/app"
+    for relative in [
+        "Dockerfile", "a.log", "keep.log", "top.txt", "x/top.txt", "build/out.o", "build/keep/k.txt",
+        "docs/README.md", "docs/api.md", "src/m/deep/f.py", "src/m/g.pyc", "src/n.py", ".git/HEAD",
+    ]:  # fmt: skip
+        (ctx / relative).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / relative).write_text(relative)
+    (ctx / "Dockerfile").write_text("FROM x\n")
+    (ctx / "src/link").symlink_to("m")
+    (ctx / "emptydir").mkdir()
+    (ctx / ".dockerignore").write_text("\n".join(patterns) + "\n")
+    (root / "envkit.toml").write_text('[stack]\nname = "d"\n[images.app]\n')
+    ours = [path for path, _ in context_entries(spec_for(root))]
+    theirs = sorted(exclude_paths(str(ctx), list(patterns), dockerfile="") - {".dockerignore"})
+    assert ours == theirs
