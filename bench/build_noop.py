@@ -428,7 +428,6 @@ class Bench:
         small = sorted((self.root / "images" / "base" / "src").rglob("*.dat"))
         rng = random.Random(f"{SEED}/edits")
         seconds = []
-        lone_miss_note = False
         for i in range(self.reps):
             path = small[(i * 397) % len(small)]
             size = path.stat().st_size
@@ -447,15 +446,8 @@ class Bench:
                 f"  run {i + 1}: {seconds[-1]:.3f}s  edited {path.relative_to(self.root)} ({size:,} B); "
                 f"hashed {plan.hashed_files} file(s) / {mb(nbytes)}; keys changed: {', '.join(changed)}"
             )
-            if files and not nbytes:
-                lone_miss_note = True
             base_old = plan
         self.results["c"] = Sample(seconds, files, nbytes)
-        if lone_miss_note:
-            self.notes.append(
-                "(c) Hasher.hashed_bytes reads 0 B for a single hashed file: "
-                "envkit.digest.Hasher._hash_all counts bytes only when 2+ files miss"
-            )
 
     # -- summary
 
