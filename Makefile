@@ -25,7 +25,7 @@ system-deps:
 	  fi; }
 
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: setup
 	$(BIN)/invoke lint
