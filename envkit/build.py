@@ -388,31 +388,35 @@ class _CheckedReader(io.RawIOBase):
 
 
 def _base_identity(client: docker.APIClient, image: str, ref: str, policy: str, progress: Progress) -> str:
-    """A pinned base is its digest; otherwise the local image ID, pulled per the policy."""
-    if "@sha256:" in ref:
-        return ref.split("@", 1)[1]
-    if policy == "always":
+    """A base pinned by digest is identified by that digest, any other by its local image ID.
+
+    Either way it must be present to build on: a missing one is pulled unless
+    the policy is ``never``; ``always`` pulls an unpinned one every time.
+    """
+    pinned = "@sha256:" in ref
+    if policy == "always" and not pinned:
         _pull(client, image, ref, progress)
     try:
-        return str(runtime.inspect_image(client, ref)["Id"])
+        image_id = str(runtime.inspect_image(client, ref)["Id"])
     except ImageNotFound:
         if policy == "never":
             raise BaseImageError(image, ref, "not present locally, and the pull policy is 'never'") from None
-    _pull(client, image, ref, progress)
-    try:
-        return str(runtime.inspect_image(client, ref)["Id"])
-    except ImageNotFound:
-        raise BaseImageError(image, ref, "still not present after pulling it") from None
+        _pull(client, image, ref, progress)
+        try:
+            image_id = str(runtime.inspect_image(client, ref)["Id"])
+        except ImageNotFound:
+            raise BaseImageError(image, ref, "still not present after pulling it") from None
+    return ref.split("@", 1)[1] if pinned else image_id
 
 
 def _pull(client: docker.APIClient, image: str, ref: str, progress: Progress) -> None:
     progress.note(image, f"pulling base image {ref}")
-    repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
     try:
-        for chunk in client.pull(repository, tag=tag or "latest", stream=True, decode=True):
+        # docker-py splits the reference into repository and tag or digest.
+        for chunk in client.pull(ref, stream=True, decode=True):
             if "error" in chunk:
                 raise BaseImageError(image, ref, f"pulling it failed: {chunk['error']}")
-    except DockerException as err:
+    except (DockerException, requests.exceptions.RequestException) as err:
         raise BaseImageError(image, ref, f"pulling it failed: {str(err).strip()}") from None
 
 

@@ -466,6 +466,24 @@ def test_missing_base_with_pull_never_is_a_clear_error(project: Project, spy: Bu
     assert "Traceback" not in proc.stderr
 
 
+def test_missing_base_that_cannot_be_pulled_is_a_clear_error(project: Project, spy: BuildSpy) -> None:
+    """Under the default policy a missing base is pulled; with no registry that fails cleanly."""
+    missing = f"envkit-test/absent-{uuid.uuid4().hex[:8]}:nope"
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
+    project.write("images/app/Dockerfile", f"FROM {missing}\nCOPY . /app/\n")
+
+    with pytest.raises(BaseImageError) as caught:
+        spy.ensure(project.root)
+    assert caught.value.reference == missing
+    assert "pulling it failed" in caught.value.detail
+    assert spy.builds == 0
+
+    proc = project.cli("build")
+    assert proc.returncode == 1
+    assert f"base image {missing!r} is not available: pulling it failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # --------------------------------------------------------------------------- 6. explain
 
 
