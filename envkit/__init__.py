@@ -8,6 +8,7 @@ from envkit.errors import (
     BaseImageError,
     BuildError,
     ConfigError,
+    DaemonError,
     DockerUnavailable,
     EnvkitError,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "BaseImageError",
     "BuildError",
     "ConfigError",
+    "DaemonError",
     "DockerUnavailable",
     "EnvkitError",
     "ImageResult",

@@ -140,7 +140,19 @@ def ensure(
     jobs: int = 4,
 ) -> list[ImageResult]:
     """Make every selected image present under its content-addressed tag."""
-    progress = progress or Silent()
+    with runtime.daemon_errors():
+        return _ensure(config, client, names=names, pull=pull, progress=progress or Silent(), jobs=jobs)
+
+
+def _ensure(
+    config: StackConfig,
+    client: docker.APIClient,
+    *,
+    names: list[str] | None,
+    pull: str | None,
+    progress: Progress,
+    jobs: int,
+) -> list[ImageResult]:
     the_plan = plan(config, client, names=names, pull=pull, progress=progress)
     present = _present_keys(client, config.name)
     manifests = Manifests(config.state_dir / "manifests")
@@ -528,6 +540,13 @@ def gc(
     of the form ``<stack>/<image>:...`` are removed, so a tag someone added by
     hand keeps its image alive.
     """
+    with runtime.daemon_errors():
+        return _gc(config, client, dry_run=dry_run, progress=progress)
+
+
+def _gc(
+    config: StackConfig, client: docker.APIClient, *, dry_run: bool, progress: Progress | None
+) -> GcResult:
     the_plan = plan(config, client, progress=progress)
     current = {the_plan.tag(name) for name in the_plan.order}
     result = GcResult()

@@ -46,6 +46,20 @@ class DockerUnavailable(EnvkitError, ConnectionError):
         )
 
 
+class DaemonError(EnvkitError, RuntimeError):
+    """The Docker daemon answered a request with an error, or went away mid-request."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return (
+            f"the Docker daemon failed a request: {self.detail}\n"
+            "  fix: check the daemon (`docker info`, its logs) and run the command again"
+        )
+
+
 class BaseImageError(EnvkitError, LookupError):
     """An external base image is missing and may not, or could not, be pulled."""
 

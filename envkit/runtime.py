@@ -6,14 +6,16 @@ never touched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import docker
+import requests
 from docker.errors import DockerException
 from docker.utils import kwargs_from_env
 
-from envkit.errors import DockerUnavailable
+from envkit.errors import DaemonError, DockerUnavailable
 
 LABEL_STACK = "envkit.stack"
 LABEL_IMAGE = "envkit.image"
@@ -47,6 +49,15 @@ def daemon_platform(client: docker.APIClient) -> str:
 def inspect_image(client: docker.APIClient, ref: str) -> dict[str, Any]:
     """``docker image inspect``; raises docker.errors.ImageNotFound when absent."""
     return dict(client.inspect_image(ref))  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def daemon_errors() -> Iterator[None]:
+    """Turn docker-py's and requests' exceptions that escape envkit's own handling into DaemonError."""
+    try:
+        yield
+    except (DockerException, requests.exceptions.RequestException) as err:
+        raise DaemonError(_first_line(err)) from None
 
 
 def _first_line(err: Exception) -> str:
