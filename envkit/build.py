@@ -12,14 +12,15 @@ an image that does not match its key.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import hashlib
 import io
 import json
 import os
+import queue
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -192,42 +193,50 @@ def _build_misses(
     progress: Progress,
     jobs: int,
 ) -> None:
-    """Build in dependency order; images whose parents are done build side by side."""
+    """Build in dependency order; images whose parents are done build side by side.
+
+    Builds run on daemon threads: on Ctrl-C the main thread leaves at once, and
+    the process's exit closes the build connections, which makes the daemon
+    cancel those builds (no tag is applied to an unfinished one).
+    """
     config = the_plan.config
     waiting = {name: {p for p in config.images[name].parents if p in misses} for name in misses}
+    finished: queue.Queue[tuple[str, BaseException | None]] = queue.Queue()
     failures: list[EnvkitError] = []
-    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-        running: dict[concurrent.futures.Future[None], str] = {}
+    running = 0
 
-        def submit_ready() -> None:
-            for name in [n for n, deps in waiting.items() if not deps]:
+    def work(name: str) -> None:
+        try:
+            _build_one(
+                the_plan,
+                client=client,
+                name=name,
+                result=results[name],
+                manifests=manifests,
+                progress=progress,
+            )
+        except BaseException as err:  # handed to the main thread, which re-raises it
+            finished.put((name, err))
+        else:
+            finished.put((name, None))
+
+    while True:
+        if not failures:
+            for name in [n for n, deps in waiting.items() if not deps][: max(1, jobs) - running]:
                 del waiting[name]
-                job = pool.submit(
-                    _build_one,
-                    the_plan,
-                    client=client,
-                    name=name,
-                    result=results[name],
-                    manifests=manifests,
-                    progress=progress,
-                )
-                running[job] = name
-
-        submit_ready()
-        while running:
-            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for job in done:
-                name = running.pop(job)
-                error = job.exception()
-                if error is None:
-                    for deps in waiting.values():
-                        deps.discard(name)
-                elif isinstance(error, EnvkitError):
-                    failures.append(error)
-                else:
-                    raise error
-            if not failures:
-                submit_ready()
+                threading.Thread(target=work, args=(name,), name=f"envkit-build-{name}", daemon=True).start()
+                running += 1
+        if not running:
+            break
+        name, error = finished.get()
+        running -= 1
+        if error is None:
+            for deps in waiting.values():
+                deps.discard(name)
+        elif isinstance(error, EnvkitError):
+            failures.append(error)
+        else:
+            raise error
     if failures:
         raise failures[0]
 

@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -445,6 +450,46 @@ def test_failing_build_raises_build_error_and_leaves_no_tag(
     assert "non-zero code: 3" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert docker_client.images(name=f"{project.stack}/broken") == []
+
+
+def test_ctrl_c_during_a_build_exits_at_once_and_leaves_nothing(
+    project: Project, docker_client: docker.APIClient
+) -> None:
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.slow]\n')
+    project.write("images/slow/Dockerfile", f"FROM {project.base}\nRUN sleep 60\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "envkit", "build"],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        container = ""
+        for line in proc.stderr:  # wait until the RUN step's container exists
+            match = re.search(r"Running in ([0-9a-f]{12})", line)
+            if match:
+                container = match.group(1)
+                break
+        assert container, "the build never reached its RUN step"
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - interrupted < 10  # not after the 60 s build
+        assert proc.returncode == 130
+        assert "envkit: interrupted" in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The daemon cancels the build: its container goes, and no tag is ever applied.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and docker_client.containers(all=True, filters={"id": container}):
+        time.sleep(0.2)
+    assert not docker_client.containers(all=True, filters={"id": container})
+    assert not [i for i in docker_client.images(filters={"label": f"{runtime.LABEL_STACK}={project.stack}"})]
 
 
 def test_missing_base_with_pull_never_is_a_clear_error(project: Project, spy: BuildSpy) -> None:
