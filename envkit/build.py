@@ -293,6 +293,7 @@ def _docker_build(
     """
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
     image_id = ""
+    failure = ""
     with tempfile.TemporaryFile() as context:
         write_context(context, spec, inputs, dockerfile_text)
         context.seek(0)
@@ -310,10 +311,12 @@ def _docker_build(
                 decode=True,
                 timeout=None,
             )
+            # Read to the end even after an error (the daemon ends the stream
+            # there), so that the connection is released rather than leaked.
             for chunk in stream:
                 if "error" in chunk or "errorDetail" in chunk:
                     detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error", "")
-                    raise BuildError(spec.name, str(detail).strip(), list(tail))
+                    failure = failure or str(detail).strip()
                 text = chunk.get("stream") or chunk.get("status")
                 if text:
                     for line in str(text).splitlines():
@@ -324,11 +327,14 @@ def _docker_build(
                 if isinstance(aux, dict) and aux.get("ID"):
                     image_id = aux["ID"]
         except (APIError, DockerException) as err:
+            runtime.release(err)
             raise BuildError(spec.name, str(err).strip(), list(tail)) from None
         except requests.exceptions.RequestException as err:
             raise BuildError(
                 spec.name, f"lost the connection to the Docker daemon: {err}", list(tail)
             ) from None
+    if failure:
+        raise BuildError(spec.name, failure, list(tail))
     if not image_id:
         raise BuildError(spec.name, "the builder reported no image ID", list(tail))
     return image_id
@@ -432,13 +438,17 @@ def _base_identity(client: docker.APIClient, image: str, ref: str, policy: str, 
 
 def _pull(client: docker.APIClient, image: str, ref: str, progress: Progress) -> None:
     progress.note(image, f"pulling base image {ref}")
+    errors = []
     try:
         # docker-py splits the reference into repository and tag or digest.
-        for chunk in client.pull(ref, stream=True, decode=True):
+        for chunk in client.pull(ref, stream=True, decode=True):  # read to the end: no leaked connection
             if "error" in chunk:
-                raise BaseImageError(image, ref, f"pulling it failed: {chunk['error']}")
+                errors.append(str(chunk["error"]))
     except (DockerException, requests.exceptions.RequestException) as err:
-        raise BaseImageError(image, ref, f"pulling it failed: {str(err).strip()}") from None
+        runtime.release(err)
+        errors.append(str(err).strip())
+    if errors:
+        raise BaseImageError(image, ref, f"pulling it failed: {errors[0]}")
 
 
 def _present_keys(client: docker.APIClient, stack: str) -> dict[str, str]:

@@ -51,6 +51,13 @@ def inspect_image(client: docker.APIClient, ref: str) -> dict[str, Any]:
     return dict(client.inspect_image(ref))  # type: ignore[no-untyped-call]
 
 
+def release(err: Exception) -> None:
+    """Close the HTTP response a docker-py error holds, so its connection is not leaked."""
+    response = getattr(err, "response", None)
+    if response is not None:
+        response.close()
+
+
 @contextmanager
 def daemon_errors() -> Iterator[None]:
     """Turn docker-py's and requests' exceptions that escape envkit's own handling into DaemonError."""
