@@ -222,7 +222,8 @@ class Bench:
     def __init__(self, reps: int) -> None:
         self.reps = reps
         self.stack = f"envkit-bench-{uuid.uuid4().hex[:8]}"
-        self.client = runtime.connect()
+        self.daemon = runtime.Daemon()
+        self.client = self.daemon.client  # docker-py, for the bench's own setup and cleanup
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-"))
         self.root = self.tmp / "project"
         self.root.mkdir()
@@ -272,7 +273,7 @@ class Bench:
 
             def go(config: config_mod.StackConfig = config) -> None:
                 nonlocal plan
-                plan = build_mod.plan(config, self.client)
+                plan = build_mod.plan(config, self.daemon)
 
             seconds.append(timed(go))
             files, size = hashed()
@@ -290,7 +291,7 @@ class Bench:
         results: list[build_mod.ImageResult] = []
 
         def go() -> None:
-            results.extend(build_mod.ensure(config, self.client))
+            results.extend(build_mod.ensure(config, self.daemon))
 
         seconds = timed(go)
         files, size = hashed()
@@ -331,7 +332,7 @@ class Bench:
         for _ in range(self.reps):
             hashed()
             started = time.perf_counter()
-            results = build_mod.ensure(config, self.client)
+            results = build_mod.ensure(config, self.daemon)
             seconds.append(time.perf_counter() - started)
             files, size = hashed()
             if any(r.status != "cached" for r in results):
@@ -343,7 +344,7 @@ class Bench:
         seconds = []
         for _ in range(self.reps):
             hashed()
-            seconds.append(timed(lambda: build_mod.plan(config, self.client)))
+            seconds.append(timed(lambda: build_mod.plan(config, self.daemon)))
             files, size = hashed()
         say(f"    runs: {', '.join(f'{s:.3f}' for s in seconds)}s, hashed {files} files / {mb(size)}")
         self.results["b_plan"] = Sample(seconds, files, size)
@@ -423,7 +424,7 @@ class Bench:
     def rekey(self) -> None:
         say("\n(c) re-key after a one-file edit: in-process envkit.build.plan")
         config = self.config()
-        base_old = build_mod.plan(config, self.client)
+        base_old = build_mod.plan(config, self.daemon)
         hashed()
         small = sorted((self.root / "images" / "base" / "src").rglob("*.dat"))
         rng = random.Random(f"{SEED}/edits")
@@ -436,7 +437,7 @@ class Bench:
 
             def go() -> None:
                 nonlocal plan
-                plan = build_mod.plan(config, self.client)
+                plan = build_mod.plan(config, self.daemon)
 
             seconds.append(timed(go))
             files, nbytes = hashed()

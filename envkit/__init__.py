@@ -12,7 +12,7 @@ from envkit.errors import (
     DockerUnavailable,
     EnvkitError,
 )
-from envkit.runtime import connect
+from envkit.runtime import Daemon
 
 __version__ = "0.1.0"
 
@@ -20,13 +20,13 @@ __all__ = [
     "BaseImageError",
     "BuildError",
     "ConfigError",
+    "Daemon",
     "DaemonError",
     "DockerUnavailable",
     "EnvkitError",
     "ImageResult",
     "StackConfig",
     "__version__",
-    "connect",
     "ensure",
     "gc",
     "load",

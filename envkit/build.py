@@ -28,10 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import docker
 import filelock
-import requests
-from docker.errors import APIError, DockerException, ImageNotFound
 
 from envkit import runtime
 from envkit.config import ImageSpec, StackConfig
@@ -97,7 +94,7 @@ def select(config: StackConfig, names: list[str] | None) -> list[str]:
 
 def plan(
     config: StackConfig,
-    client: docker.APIClient,
+    daemon: runtime.Daemon,
     *,
     names: list[str] | None = None,
     pull: str | None = None,
@@ -109,7 +106,7 @@ def plan(
     policy = pull or config.pull
     cache = StatCache(config.state_dir / "stat-cache.json")
     hasher = Hasher(cache)
-    platform = runtime.daemon_platform(client)
+    platform = daemon.platform
     inputs: dict[str, Inputs] = {}
     identities: dict[str, str] = {}
     for name in order:
@@ -118,7 +115,7 @@ def plan(
         bases = {}
         for ref in spec.externals:
             if ref not in identities:
-                identities[ref] = _base_identity(client, name, ref, policy, progress)
+                identities[ref] = _base_identity(daemon, name, ref, policy, progress)
             bases[ref] = identities[ref]
         inputs[name] = image_inputs(
             spec,
@@ -133,7 +130,7 @@ def plan(
 
 def ensure(
     config: StackConfig,
-    client: docker.APIClient,
+    daemon: runtime.Daemon,
     *,
     names: list[str] | None = None,
     pull: str | None = None,
@@ -142,20 +139,20 @@ def ensure(
 ) -> list[ImageResult]:
     """Make every selected image present under its content-addressed tag."""
     with runtime.daemon_errors():
-        return _ensure(config, client, names=names, pull=pull, progress=progress or Silent(), jobs=jobs)
+        return _ensure(config, daemon, names=names, pull=pull, progress=progress or Silent(), jobs=jobs)
 
 
 def _ensure(
     config: StackConfig,
-    client: docker.APIClient,
+    daemon: runtime.Daemon,
     *,
     names: list[str] | None,
     pull: str | None,
     progress: Progress,
     jobs: int,
 ) -> list[ImageResult]:
-    the_plan = plan(config, client, names=names, pull=pull, progress=progress)
-    present = _present_keys(client, config.name)
+    the_plan = plan(config, daemon, names=names, pull=pull, progress=progress)
+    present = _present_keys(daemon, config.name)
     manifests = Manifests(config.state_dir / "manifests")
     results: dict[str, ImageResult] = {}
     misses: list[str] = []
@@ -173,7 +170,7 @@ def _ensure(
     if misses:
         _build_misses(
             the_plan,
-            client=client,
+            daemon=daemon,
             misses=misses,
             results=results,
             manifests=manifests,
@@ -186,7 +183,7 @@ def _ensure(
 def _build_misses(
     the_plan: Plan,
     *,
-    client: docker.APIClient,
+    daemon: runtime.Daemon,
     misses: list[str],
     results: dict[str, ImageResult],
     manifests: Manifests,
@@ -209,7 +206,7 @@ def _build_misses(
         try:
             _build_one(
                 the_plan,
-                client=client,
+                daemon=daemon,
                 name=name,
                 result=results[name],
                 manifests=manifests,
@@ -244,7 +241,7 @@ def _build_misses(
 def _build_one(
     the_plan: Plan,
     *,
-    client: docker.APIClient,
+    daemon: runtime.Daemon,
     name: str,
     result: ImageResult,
     manifests: Manifests,
@@ -255,7 +252,7 @@ def _build_one(
     inputs = the_plan.inputs[name]
     started = time.monotonic()
     with _machine_lock(result.tag, name, progress):
-        if _tag_has_key(client, result.tag, inputs.key):
+        if _tag_has_key(daemon, result.tag, inputs.key):
             result.status = "cached"
             result.reasons = ["built meanwhile by another envkit process"]
         else:
@@ -270,16 +267,16 @@ def _build_one(
                 labels=labels,
                 target=spec.target,
             )
-            image_id = _docker_build(client, spec, inputs=inputs, dockerfile_text=text, progress=progress)
+            image_id = _docker_build(daemon, spec, inputs=inputs, dockerfile_text=text, progress=progress)
             repository, _, tag = result.tag.rpartition(":")
-            client.tag(image_id, repository, tag)
+            daemon.client.tag(image_id, repository, tag)
     result.seconds = time.monotonic() - started
     manifests.record(name, inputs)
     progress.note(name, f"{result.status} {result.tag} in {result.seconds:.1f}s")
 
 
 def _docker_build(
-    client: docker.APIClient,
+    daemon: runtime.Daemon,
     spec: ImageSpec,
     *,
     inputs: Inputs,
@@ -291,6 +288,9 @@ def _docker_build(
     The tag is applied by the caller only after success, so a failed build
     never leaves a tag behind.
     """
+    import requests
+    from docker.errors import DockerException
+
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
     image_id = ""
     failure = ""
@@ -298,7 +298,7 @@ def _docker_build(
         write_context(context, spec, inputs, dockerfile_text)
         context.seek(0)
         try:
-            stream = client.build(
+            stream = daemon.client.build(
                 fileobj=context,
                 custom_context=True,
                 dockerfile=_DOCKERFILE_IN_TAR,
@@ -326,7 +326,7 @@ def _docker_build(
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and aux.get("ID"):
                     image_id = aux["ID"]
-        except (APIError, DockerException) as err:
+        except DockerException as err:
             runtime.release(err)
             raise BuildError(spec.name, str(err).strip(), list(tail)) from None
         except requests.exceptions.RequestException as err:
@@ -414,7 +414,7 @@ class _CheckedReader(io.RawIOBase):
         return self._hash.hexdigest()
 
 
-def _base_identity(client: docker.APIClient, image: str, ref: str, policy: str, progress: Progress) -> str:
+def _base_identity(daemon: runtime.Daemon, image: str, ref: str, policy: str, progress: Progress) -> str:
     """A base pinned by digest is identified by that digest, any other by its local image ID.
 
     Either way it must be present to build on: a missing one is pulled unless
@@ -422,26 +422,29 @@ def _base_identity(client: docker.APIClient, image: str, ref: str, policy: str, 
     """
     pinned = "@sha256:" in ref
     if policy == "always" and not pinned:
-        _pull(client, image, ref, progress)
-    try:
-        image_id = str(runtime.inspect_image(client, ref)["Id"])
-    except ImageNotFound:
+        _pull(daemon, image, ref, progress)
+    found = daemon.inspect_image(ref)
+    if found is None:
         if policy == "never":
-            raise BaseImageError(image, ref, "not present locally, and the pull policy is 'never'") from None
-        _pull(client, image, ref, progress)
-        try:
-            image_id = str(runtime.inspect_image(client, ref)["Id"])
-        except ImageNotFound:
-            raise BaseImageError(image, ref, "still not present after pulling it") from None
-    return ref.split("@", 1)[1] if pinned else image_id
+            raise BaseImageError(image, ref, "not present locally, and the pull policy is 'never'")
+        _pull(daemon, image, ref, progress)
+        found = daemon.inspect_image(ref)
+        if found is None:
+            raise BaseImageError(image, ref, "still not present after pulling it")
+    return ref.split("@", 1)[1] if pinned else str(found["Id"])
 
 
-def _pull(client: docker.APIClient, image: str, ref: str, progress: Progress) -> None:
+def _pull(daemon: runtime.Daemon, image: str, ref: str, progress: Progress) -> None:
+    import requests
+    from docker.errors import DockerException
+
     progress.note(image, f"pulling base image {ref}")
     errors = []
     try:
         # docker-py splits the reference into repository and tag or digest.
-        for chunk in client.pull(ref, stream=True, decode=True):  # read to the end: no leaked connection
+        for chunk in daemon.client.pull(
+            ref, stream=True, decode=True
+        ):  # read to the end: no leaked connection
             if "error" in chunk:
                 errors.append(str(chunk["error"]))
     except (DockerException, requests.exceptions.RequestException) as err:
@@ -451,21 +454,19 @@ def _pull(client: docker.APIClient, image: str, ref: str, progress: Progress) ->
         raise BaseImageError(image, ref, f"pulling it failed: {errors[0]}")
 
 
-def _present_keys(client: docker.APIClient, stack: str) -> dict[str, str]:
+def _present_keys(daemon: runtime.Daemon, stack: str) -> dict[str, str]:
     """Tag -> key label of every image of this stack present locally (one daemon call)."""
     present: dict[str, str] = {}
-    for image in client.images(filters={"label": f"{runtime.LABEL_STACK}={stack}"}):
+    for image in daemon.images(f"{runtime.LABEL_STACK}={stack}"):
         key = (image.get("Labels") or {}).get(runtime.LABEL_KEY, "")
         for tag in image.get("RepoTags") or []:
             present[tag] = key
     return present
 
 
-def _tag_has_key(client: docker.APIClient, tag: str, key: str) -> bool:
-    try:
-        labels = runtime.inspect_image(client, tag)["Config"].get("Labels") or {}
-    except ImageNotFound:
-        return False
+def _tag_has_key(daemon: runtime.Daemon, tag: str, key: str) -> bool:
+    found = daemon.inspect_image(tag)
+    labels = (found or {}).get("Config", {}).get("Labels") or {}
     return bool(labels.get(runtime.LABEL_KEY) == key)
 
 
@@ -548,7 +549,7 @@ class GcResult:
 
 def gc(
     config: StackConfig,
-    client: docker.APIClient,
+    daemon: runtime.Daemon,
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
@@ -560,16 +561,16 @@ def gc(
     hand keeps its image alive.
     """
     with runtime.daemon_errors():
-        return _gc(config, client, dry_run=dry_run, progress=progress)
+        return _gc(config, daemon, dry_run=dry_run, progress=progress)
 
 
-def _gc(
-    config: StackConfig, client: docker.APIClient, *, dry_run: bool, progress: Progress | None
-) -> GcResult:
-    the_plan = plan(config, client, progress=progress)
+def _gc(config: StackConfig, daemon: runtime.Daemon, *, dry_run: bool, progress: Progress | None) -> GcResult:
+    from docker.errors import APIError
+
+    the_plan = plan(config, daemon, progress=progress)
     current = {the_plan.tag(name) for name in the_plan.order}
     result = GcResult()
-    for image in client.images(filters={"label": f"{runtime.LABEL_STACK}={config.name}"}):
+    for image in daemon.images(f"{runtime.LABEL_STACK}={config.name}"):
         labels = image.get("Labels") or {}
         if labels.get(runtime.LABEL_STACK) != config.name:
             continue
@@ -580,7 +581,7 @@ def _gc(
                 result.removed.append(tag)
                 continue
             try:
-                client.remove_image(tag)
+                daemon.client.remove_image(tag)
                 result.removed.append(tag)
             except APIError as err:
                 if err.status_code == 409:  # a container still uses it

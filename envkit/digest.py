@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docker.utils.build import PatternMatcher
-
 from envkit.config import ImageSpec
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 
@@ -120,7 +118,9 @@ def ignore_patterns(spec: ImageSpec) -> list[str]:
     return []
 
 
-def context_entries(spec: ImageSpec, skip: Iterable[Path] = ()) -> list[tuple[str, os.stat_result]]:
+def context_entries(
+    spec: ImageSpec, skip: Iterable[Path] = (), cache: StatCache | None = None
+) -> list[tuple[str, os.stat_result]]:
     """The context's paths after the ignore rules, sorted, with their lstat.
 
     The rules are docker-py's ``PatternMatcher`` (Docker's own semantics,
@@ -129,18 +129,43 @@ def context_entries(spec: ImageSpec, skip: Iterable[Path] = ()) -> list[tuple[st
     docker-py's walk does. ``.dockerignore`` itself never reaches the image (the
     builder drops it), and directories in ``skip`` (envkit's state directory)
     are never sent.
+
+    With a ``cache``, a context whose rules and directories are unchanged since
+    the last walk is not walked nor matched again: its recorded paths are only
+    lstat'ed (see :meth:`StatCache.listing`).
     """
     patterns = ignore_patterns(spec)
-    matcher = PatternMatcher(patterns) if patterns else None
-    negations = [p.cleaned_pattern for p in matcher.patterns if p.exclusion] if matcher else []
     skipped = set()
     for skip_dir in skip:
         try:
             skipped.add(Path(skip_dir).resolve().relative_to(spec.context).as_posix())
         except ValueError:
             continue
+    context = str(spec.context)
+    rules = hashlib.sha256(json.dumps([patterns, sorted(skipped)]).encode()).hexdigest()
+    if cache is not None:
+        listed = cache.listing(context, rules)
+        if listed is not None:
+            return listed
+    entries, directories = _walk(context, patterns, skipped)
+    if cache is not None:
+        cache.store_listing(context, rules, directories, [path for path, _ in entries])
+    return entries
+
+
+def _walk(
+    context: str, patterns: list[str], skipped: set[str]
+) -> tuple[list[tuple[str, os.stat_result]], dict[str, list[int]]]:
+    """Included entries, and the signature of every directory that was listed."""
+    matcher = None
+    if patterns:
+        from docker.utils.build import PatternMatcher  # imported only when there are rules to match
+
+        matcher = PatternMatcher(patterns)
+    negations = [p.cleaned_pattern for p in matcher.patterns if p.exclusion] if matcher else []
     entries: list[tuple[str, os.stat_result]] = []
-    pending = [("", str(spec.context))]
+    directories = {"": StatCache.dir_signature(os.lstat(context))}
+    pending = [("", context)]
     while pending:
         parent, directory = pending.pop()
         with os.scandir(directory) as listing:
@@ -154,9 +179,10 @@ def context_entries(spec: ImageSpec, skip: Iterable[Path] = ()) -> list[tuple[st
                 if not excluded and path != ".dockerignore" and _sendable(st.st_mode):
                     entries.append((path, st))
                 if stat.S_ISDIR(st.st_mode) and (not excluded or any(n.startswith(path) for n in negations)):
+                    directories[path] = StatCache.dir_signature(st)
                     pending.append((path + "/", entry.path))
     entries.sort(key=lambda item: item[0])
-    return entries
+    return entries, directories
 
 
 def _sendable(mode: int) -> bool:
@@ -181,14 +207,23 @@ def file_digest(path: str | Path) -> str:
 
 
 class StatCache:
-    """Maps a file's stat signature to its content digest, persisted in the state dir."""
+    """What was learnt about the files last time, persisted in the state dir.
 
-    VERSION = 1
+    ``entries`` maps a file's path and stat signature to its content digest.
+    ``listings`` keeps, per context, the signature of every directory walked
+    and the paths the ignore rules let through: a directory's mtime and ctime
+    change whenever an entry is added, removed or renamed in it, so while none
+    of them changed, neither did the list of paths (git's untracked cache).
+    Both obey the racy rule against the cache's write time.
+    """
+
+    VERSION = 2
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.written_ns = 0
         self.entries: dict[str, list[Any]] = {}
+        self.listings: dict[str, dict[str, Any]] = {}
         self.seen: set[str] = set()
         self.dirty = False
         try:
@@ -196,9 +231,37 @@ class StatCache:
             if data.get("version") == self.VERSION:
                 self.written_ns = int(data["written_ns"])
                 self.entries = dict(data["entries"])
+                self.listings = dict(data["listings"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             # Missing or unreadable: start empty; every file is hashed again.
-            self.entries = {}
+            self.entries, self.listings = {}, {}
+
+    @staticmethod
+    def dir_signature(st: os.stat_result) -> list[int]:
+        return [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+    def _racy(self, st: os.stat_result) -> bool:
+        return st.st_mtime_ns >= self.written_ns or st.st_ctime_ns >= self.written_ns
+
+    def listing(self, context: str, rules: str) -> list[tuple[str, os.stat_result]] | None:
+        """The context's entries as recorded, if no directory of it changed since; else None."""
+        self.seen.add(context)
+        recorded = self.listings.get(context)
+        if recorded is None or recorded.get("rules") != rules:
+            return None
+        try:
+            for directory, signature in recorded["dirs"].items():
+                st = os.lstat(os.path.join(context, directory))
+                if self.dir_signature(st) != signature or self._racy(st):
+                    return None
+            return [(path, os.lstat(os.path.join(context, path))) for path in recorded["paths"]]
+        except (OSError, KeyError, TypeError, AttributeError):
+            return None  # something went away since: walk again
+
+    def store_listing(self, context: str, rules: str, dirs: dict[str, list[int]], paths: list[str]) -> None:
+        self.seen.add(context)
+        self.listings[context] = {"rules": rules, "dirs": dirs, "paths": paths}
+        self.dirty = True
 
     @staticmethod
     def signature(st: os.stat_result) -> list[int]:
@@ -209,8 +272,8 @@ class StatCache:
         entry = self.entries.get(path)
         if entry is None or entry[:-1] != self.signature(st):
             return None
-        if st.st_mtime_ns >= self.written_ns or st.st_ctime_ns >= self.written_ns:
-            return None  # racy: could have changed within the timestamp granularity
+        if self._racy(st):
+            return None  # could have changed within the timestamp granularity
         return str(entry[-1])
 
     def store(self, path: str, st: os.stat_result, digest: str) -> None:
@@ -221,14 +284,20 @@ class StatCache:
     def save(self, started_ns: int, *, prune: bool) -> None:
         """Write the cache, stamped with the time the hashing started."""
         if prune:
-            stale = set(self.entries) - self.seen
-            for path in stale:
-                del self.entries[path]
-            self.dirty = self.dirty or bool(stale)
+            for table in (self.entries, self.listings):
+                stale = set(table) - self.seen
+                for path in stale:
+                    del table[path]
+                self.dirty = self.dirty or bool(stale)
         if not self.dirty:
             return
         ensure_private_dir(self.path.parent)
-        payload = {"version": self.VERSION, "written_ns": started_ns, "entries": self.entries}
+        payload = {
+            "version": self.VERSION,
+            "written_ns": started_ns,
+            "entries": self.entries,
+            "listings": self.listings,
+        }
         atomic_write_text(self.path, json.dumps(payload, separators=(",", ":")))
         self.written_ns = started_ns
         self.dirty = False
@@ -250,7 +319,7 @@ class Hasher:
         misses: list[tuple[str, str, os.stat_result]] = []
         lookup = self.cache.lookup
         root = str(spec.context)
-        for path, st in context_entries(spec, skip):
+        for path, st in context_entries(spec, skip, self.cache):
             mode = st.st_mode
             if stat.S_ISDIR(mode):
                 out[path] = "d 755 "

@@ -1,21 +1,32 @@
-"""The one place envkit talks to the Docker daemon's connection setup, and its labels.
+"""The Docker daemon as envkit uses it, and the labels envkit puts on what it creates.
 
 Every object envkit creates carries ``envkit.stack``; anything without it is
 never touched.
+
+:class:`Daemon` sends the reads that every ``envkit build`` makes (the daemon's
+version, this stack's images, a base image's identity) straight to a local
+Unix socket with ``http.client``, and imports docker-py only for real work
+(builds, pulls, tags, removals) or for a daemon that is not on a local socket.
+Importing docker-py and requests costs more than everything else a no-op build
+does, so a no-op build never pays for it.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import socket
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-import docker
-import requests
-from docker.errors import DockerException
-from docker.utils import kwargs_from_env
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from envkit.errors import DaemonError, DockerUnavailable
+
+if TYPE_CHECKING:
+    import docker
 
 LABEL_STACK = "envkit.stack"
 LABEL_IMAGE = "envkit.image"
@@ -23,32 +34,130 @@ LABEL_KEY = "envkit.key"
 
 CONNECT_TIMEOUT = 2  # seconds
 REQUEST_TIMEOUT = 300
+DEFAULT_SOCKET = "/var/run/docker.sock"
 
 
-def connect(environ: Mapping[str, str] | None = None) -> docker.APIClient:
-    """A client for the daemon named by DOCKER_HOST (or the default socket).
+class Daemon:
+    """A connection to the daemon named by DOCKER_HOST (or the default socket).
 
-    Raises :class:`DockerUnavailable` within :data:`CONNECT_TIMEOUT` seconds
-    when the daemon does not answer.
+    Construction asks the daemon for its version and raises
+    :class:`DockerUnavailable` within :data:`CONNECT_TIMEOUT` seconds when it
+    does not answer.
     """
-    try:
-        kwargs = kwargs_from_env(environment=environ)
-        client = docker.APIClient(**kwargs, version="auto", timeout=CONNECT_TIMEOUT)
-    except DockerException as err:
-        raise DockerUnavailable(_first_line(err)) from None
-    client.timeout = REQUEST_TIMEOUT
-    return client
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = dict(os.environ if environ is None else environ)
+        self._socket = _local_socket(self._environ)
+        self._client: docker.APIClient | None = None
+        if self._socket is None:
+            info = self._connect_client()
+        else:
+            try:
+                info = self._get("/version", timeout=CONNECT_TIMEOUT)
+            except DaemonError as err:
+                raise DockerUnavailable(err.detail) from None
+        self.api_version = str(info["ApiVersion"])
+        # The platform an image is built for unless its entry sets one.
+        self.platform = f"{info.get('Os', 'linux')}/{info.get('Arch', 'amd64')}"
+
+    @property
+    def client(self) -> docker.APIClient:
+        """docker-py's low-level client for this daemon, made on first use."""
+        if self._client is None:
+            self._client = self._make_client(REQUEST_TIMEOUT, self.api_version)
+        return self._client
+
+    def images(self, label: str) -> list[dict[str, Any]]:
+        """``docker images --filter label=LABEL`` (top-level images only)."""
+        if self._socket is None:
+            return list(self.client.images(filters={"label": label}))
+        found = self._get("/images/json", {"filters": json.dumps({"label": [label]})})
+        return list(found or [])
+
+    def inspect_image(self, ref: str) -> dict[str, Any] | None:
+        """``docker image inspect REF``, or None when there is no such image."""
+        if self._socket is None:
+            from docker.errors import ImageNotFound
+
+            try:
+                return dict(self.client.inspect_image(ref))  # type: ignore[no-untyped-call]
+            except ImageNotFound:
+                return None
+        found = self._get(f"/images/{quote(ref, safe='/:@')}/json")
+        return None if found is None else dict(found)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _make_client(self, timeout: int, version: str) -> docker.APIClient:
+        import docker
+        from docker.utils import kwargs_from_env
+
+        kwargs = kwargs_from_env(environment=self._environ)
+        return docker.APIClient(**kwargs, version=version, timeout=timeout)
+
+    def _connect_client(self) -> dict[str, Any]:
+        from docker.errors import DockerException
+
+        try:
+            self._client = self._make_client(CONNECT_TIMEOUT, "auto")
+            info = dict(self._client.version(api_version=False))
+        except DockerException as err:
+            raise DockerUnavailable(_first_line(err)) from None
+        self._client.timeout = REQUEST_TIMEOUT
+        return info
+
+    def _get(
+        self, path: str, query: Mapping[str, str] | None = None, *, timeout: float = REQUEST_TIMEOUT
+    ) -> Any:
+        """GET over the local socket; the decoded JSON, or None for a 404."""
+        assert self._socket is not None
+        url = path + (f"?{urlencode(query)}" if query else "")
+        conn = _UnixHTTPConnection(self._socket, timeout)
+        try:
+            conn.request("GET", url, headers={"Host": "docker"})
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise DaemonError(
+                f"cannot reach the daemon at unix://{self._socket}: {_first_line(err)}"
+            ) from None
+        finally:
+            conn.close()
+        if response.status == 404:
+            return None
+        if response.status >= 400:
+            raise DaemonError(
+                f"GET {path} answered {response.status}: {_first_line(body.decode(errors='replace'))}"
+            )
+        return json.loads(body)
 
 
-def daemon_platform(client: docker.APIClient) -> str:
-    """``os/arch`` of the daemon: the platform an image is built for unless one is set."""
-    version = client.version(api_version=False)
-    return f"{version.get('Os', 'linux')}/{version.get('Arch', 'amd64')}"
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
-def inspect_image(client: docker.APIClient, ref: str) -> dict[str, Any]:
-    """``docker image inspect``; raises docker.errors.ImageNotFound when absent."""
-    return dict(client.inspect_image(ref))  # type: ignore[no-untyped-call]
+def _local_socket(environ: Mapping[str, str]) -> str | None:
+    """The Unix socket DOCKER_HOST names (the default one when unset), or None."""
+    host = environ.get("DOCKER_HOST", "")
+    if not host:
+        return DEFAULT_SOCKET
+    if host.startswith("unix://"):
+        return host[len("unix://") :] or DEFAULT_SOCKET
+    return None
 
 
 def release(err: Exception) -> None:
@@ -63,10 +172,21 @@ def daemon_errors() -> Iterator[None]:
     """Turn docker-py's and requests' exceptions that escape envkit's own handling into DaemonError."""
     try:
         yield
-    except (DockerException, requests.exceptions.RequestException) as err:
-        raise DaemonError(_first_line(err)) from None
+    except Exception as err:
+        if _from_docker_py(err):
+            raise DaemonError(_first_line(err)) from None
+        raise
 
 
-def _first_line(err: Exception) -> str:
+def _from_docker_py(err: Exception) -> bool:
+    if "docker" not in sys.modules:  # imported lazily: if it is not loaded, it raised nothing
+        return False
+    import requests
+    from docker.errors import DockerException
+
+    return isinstance(err, (DockerException, requests.exceptions.RequestException))
+
+
+def _first_line(err: object) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

@@ -71,9 +71,9 @@ def build(
     started = time.monotonic()
     with user_errors():
         config = config_mod.load()
-        client = runtime.connect()
+        daemon = runtime.Daemon()
         results = build_mod.ensure(
-            config, client, names=image or None, pull=pull, progress=_progress(quiet), jobs=jobs
+            config, daemon, names=image or None, pull=pull, progress=_progress(quiet), jobs=jobs
         )
     if json:
         print(_json.dumps([r.to_json() for r in results], indent=2))
@@ -104,8 +104,8 @@ def gc(c: Context, dry_run: bool = False, json: bool = False) -> None:
     """Remove this stack's images whose keys are no longer current."""
     with user_errors():
         config = config_mod.load()
-        client = runtime.connect()
-        result = build_mod.gc(config, client, dry_run=dry_run, progress=_progress(json))
+        daemon = runtime.Daemon()
+        result = build_mod.gc(config, daemon, dry_run=dry_run, progress=_progress(json))
     if json:
         print(_json.dumps(result.to_json(), indent=2))
         return

@@ -35,11 +35,11 @@ SESSION_STACK = f"envkit-tests-{uuid.uuid4().hex[:8]}"
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.APIClient]:
     try:
-        client = runtime.connect()
+        daemon = runtime.Daemon()
     except DockerUnavailable as err:
         pytest.fail(f"integration tests need a running Docker daemon: {err}", pytrace=False)
-    yield client
-    client.close()
+    yield daemon.client  # docker-py's client, for the tests' own looks at the daemon
+    daemon.close()
 
 
 def busybox_rootfs_tar() -> bytes:

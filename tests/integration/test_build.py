@@ -58,8 +58,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 class BuildSpy:
     """A real docker client whose ``build`` calls are counted, and the contexts envkit sent."""
 
-    def __init__(self, client: docker.APIClient) -> None:
-        self.client = client
+    def __init__(self, daemon: runtime.Daemon) -> None:
+        self.daemon = daemon
+        client = daemon.client
         self.builds = 0
         self.contexts: list[str] = []
         self._lock = threading.Lock()
@@ -76,7 +77,7 @@ class BuildSpy:
         """``envkit.build.ensure`` on the project at ``root``; counters start from zero."""
         self.builds = 0
         self.contexts = []
-        results = envkit.build.ensure(load(root), self.client, **kwargs)
+        results = envkit.build.ensure(load(root), self.daemon, **kwargs)
         return {r.image: r for r in results}
 
     def sent(self) -> set[str]:
@@ -85,8 +86,8 @@ class BuildSpy:
 
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[BuildSpy]:
-    client = runtime.connect()
-    the_spy = BuildSpy(client)
+    daemon = runtime.Daemon()
+    the_spy = BuildSpy(daemon)
     write_context = envkit.build.write_context
 
     def recording_write_context(fileobj: Any, spec: Any, inputs: Any, text: str) -> None:
@@ -96,7 +97,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[BuildSpy]:
 
     monkeypatch.setattr(envkit.build, "write_context", recording_write_context)
     yield the_spy
-    client.close()
+    daemon.close()
 
 
 # --------------------------------------------------------------------------- the stack
@@ -159,17 +160,17 @@ def cli_json(project: Project, *args: str) -> list[dict[str, Any]]:
 
 
 def image_key(client: docker.APIClient, tag: str) -> str:
-    labels = runtime.inspect_image(client, tag)["Config"]["Labels"] or {}
+    labels = client.inspect_image(tag)["Config"]["Labels"] or {}
     return str(labels.get(runtime.LABEL_KEY, ""))
 
 
 def ancestors(client: docker.APIClient, ref: str) -> list[str]:
     """Image IDs from ``ref`` down its parent chain (the classic builder records one)."""
     chain = []
-    image_id = runtime.inspect_image(client, ref)["Id"]
+    image_id = client.inspect_image(ref)["Id"]
     while image_id:
         chain.append(image_id)
-        image_id = runtime.inspect_image(client, image_id).get("Parent") or ""
+        image_id = client.inspect_image(image_id).get("Parent") or ""
     return chain
 
 
@@ -185,9 +186,7 @@ def test_cold_build_then_warm_run_builds_nothing_and_sends_no_context(
         assert result.tag == f"{project.stack}/{name}:{result.key[:16]}"
         assert image_key(docker_client, result.tag) == result.key
     # child was built on the stack's own base image, not on something else
-    assert runtime.inspect_image(docker_client, cold["base"].tag)["Id"] in ancestors(
-        docker_client, cold["child"].tag
-    )
+    assert docker_client.inspect_image(cold["base"].tag)["Id"] in ancestors(docker_client, cold["child"].tag)
     assert cold["child"].key != cold["base"].key
 
     warm = spy.ensure(project.root)
@@ -321,7 +320,7 @@ def test_change_rebuilds_exactly_the_image_and_its_children(
         child_reasons = after["child"].reasons
         assert any(r.startswith("parent base changed") for r in child_reasons), child_reasons
         # the new child stands on the new base
-        base_id = runtime.inspect_image(docker_client, after["base"].tag)["Id"]
+        base_id = docker_client.inspect_image(after["base"].tag)["Id"]
         assert base_id in ancestors(docker_client, after["child"].tag)
 
     # and the new state is stable
@@ -335,7 +334,7 @@ def test_retagged_local_base_rebuilds_the_images_built_on_it(
 ) -> None:
     repository, tag = f"envkit-test/{project.stack}", "base"
     local = import_busybox(docker_client, repository, tag, project.stack)
-    first_id = runtime.inspect_image(docker_client, local)["Id"]
+    first_id = docker_client.inspect_image(local)["Id"]
     project.write(
         "envkit.toml",
         f'[stack]\nname = "{project.stack}"\n\n[images.app]\n\n[images.app2]\n\n[images.other]\n',
@@ -349,7 +348,7 @@ def test_retagged_local_base_rebuilds_the_images_built_on_it(
 
     # the same repository:tag now names another image
     import_busybox(docker_client, repository, tag, project.stack)
-    assert runtime.inspect_image(docker_client, local)["Id"] != first_id
+    assert docker_client.inspect_image(local)["Id"] != first_id
 
     after = spy.ensure(project.root)
     assert statuses(after) == {"app": "built", "app2": "built", "other": "cached"}
@@ -357,7 +356,7 @@ def test_retagged_local_base_rebuilds_the_images_built_on_it(
     app_reasons, app2_reasons = after["app"].reasons, after["app2"].reasons
     assert any(r.startswith(f"base image changed: {local}") for r in app_reasons), app_reasons
     assert any(r.startswith("parent app changed") for r in app2_reasons), app2_reasons
-    new_base = runtime.inspect_image(docker_client, local)["Id"]
+    new_base = docker_client.inspect_image(local)["Id"]
     assert new_base in ancestors(docker_client, after["app"].tag)
     assert first_id not in ancestors(docker_client, after["app"].tag)
 
@@ -439,9 +438,9 @@ def test_failing_build_raises_build_error_and_leaves_no_tag(
     assert len(err.build_log) <= envkit.build.LOG_TAIL
     assert "about-to-fail" in str(err)
 
-    tag = envkit.build.plan(load(project.root), docker_client).tag("broken")
+    tag = envkit.build.plan(load(project.root), spy.daemon).tag("broken")
     with pytest.raises(ImageNotFound):
-        runtime.inspect_image(docker_client, tag)
+        docker_client.inspect_image(tag)
     assert docker_client.images(name=f"{project.stack}/broken") == []
 
     proc = project.cli("build")
@@ -551,7 +550,7 @@ def test_explain_names_the_changed_file_and_a_removed_image(
     child_tag = next(d["tag"] for d in cli_json(project) if d["image"] == "child")
     docker_client.remove_image(child_tag)
     with pytest.raises(ImageNotFound):
-        runtime.inspect_image(docker_client, child_tag)
+        docker_client.inspect_image(child_tag)
 
     proc = project.cli("build", "--explain", check=True)
     lines = proc.stdout.splitlines()
@@ -582,18 +581,16 @@ def test_gc_removes_only_this_stacks_stale_tags(
         proc = project.cli("gc", "--dry-run", "--json", check=True)
         assert set(json.loads(proc.stdout)["removed"]) == stale
         for tag in stale:
-            runtime.inspect_image(docker_client, tag)  # a dry run removes nothing
+            docker_client.inspect_image(tag)  # a dry run removes nothing
 
         proc = project.cli("gc", "--json", check=True)
         assert set(json.loads(proc.stdout)["removed"]) == stale
         for tag in stale:
             with pytest.raises(ImageNotFound):
-                runtime.inspect_image(docker_client, tag)
+                docker_client.inspect_image(tag)
         for tag in current:
-            runtime.inspect_image(docker_client, tag)
-        assert runtime.inspect_image(docker_client, impostor)["Config"]["Labels"] == {
-            runtime.LABEL_STACK: other_stack
-        }
+            docker_client.inspect_image(tag)
+        assert docker_client.inspect_image(impostor)["Config"]["Labels"] == {runtime.LABEL_STACK: other_stack}
 
         again = spy.ensure(project.root)
         assert statuses(again) == dict.fromkeys(IMAGES, "cached")
@@ -601,4 +598,4 @@ def test_gc_removes_only_this_stacks_stale_tags(
     finally:
         remove_stack_images(docker_client, other_stack)
     with pytest.raises(ImageNotFound):
-        runtime.inspect_image(docker_client, impostor)
+        docker_client.inspect_image(impostor)

@@ -112,4 +112,4 @@ def test_two_concurrent_builds_build_each_image_once(
         key = str(by_image[image][0]["key"])
         ids = {i["Id"] for i in docker_client.images(filters={"label": f"{runtime.LABEL_KEY}={key}"})}
         assert len(ids) == 1, (image, ids)
-        assert runtime.inspect_image(docker_client, tag)["Id"] in ids
+        assert docker_client.inspect_image(tag)["Id"] in ids

@@ -200,3 +200,73 @@ def test_walk_matches_docker_py_exclude_paths(tmp_path: Path, patterns: list[str
     ours = [path for path, _ in context_entries(spec_for(root))]
     theirs = sorted(exclude_paths(str(ctx), list(patterns), dockerfile="") - {".dockerignore"})
     assert ours == theirs
+
+
+class TestListingCache:
+    """An unchanged context is not walked nor matched again; any change to its tree is seen."""
+
+    @pytest.fixture
+    def walks(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        import envkit.digest
+
+        calls: list[str] = []
+        real = envkit.digest._walk
+
+        def counting(context: str, *args: object) -> object:
+            calls.append(context)
+            return real(context, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(envkit.digest, "_walk", counting)
+        return calls
+
+    @staticmethod
+    def run(root: Path) -> tuple[dict[str, str], Hasher]:
+        hasher = Hasher(StatCache(root / ".envkit" / "stat-cache.json"))
+        files = hasher.context_files(spec_for(root), skip=[root / ".envkit"])
+        hasher.cache.save(hasher.started_ns, prune=True)
+        return files, hasher
+
+    def test_unchanged_tree_reuses_the_listing(self, root: Path, walks: list[str]) -> None:
+        (root / "images/app/.dockerignore").write_text("*.log\n")
+        (root / "images/app/x.log").write_text("ignored")
+        first, _ = self.run(root)
+        second, hasher = self.run(root)
+        assert walks == [str(root / "images/app")]  # the second run did not walk
+        assert second == first and "x.log" not in second
+        assert hasher.hashed_files == 0
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            lambda d: (d / "sub/new.txt").write_text("new"),
+            lambda d: (d / "sub/b.txt").unlink(),
+            lambda d: (d / "a.txt").rename(d / "sub/a.txt"),
+            lambda d: (d / ".dockerignore").write_text("sub\n"),
+            lambda d: (d / "sub").chmod(0o700),
+        ],
+        ids=["add", "delete", "move", "ignore-rules", "dir-chmod"],
+    )
+    def test_any_change_to_the_tree_walks_again(self, root: Path, walks: list[str], change: object) -> None:
+        app = root / "images/app"
+        self.run(root)
+        st = (app / "sub").stat()
+        change(app)  # type: ignore[operator]
+        os.utime(app / "sub", ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime put back
+        files, _ = self.run(root)
+        assert len(walks) == 2
+        from envkit.digest import _walk
+
+        expected, _ = _walk(str(app), [], set())
+        if (app / ".dockerignore").exists():
+            expected = [e for e in expected if not e[0].startswith("sub")]
+        assert list(files) == [path for path, _ in expected if path != ".dockerignore"]
+
+    def test_a_directory_changed_since_the_cache_was_written_is_not_trusted(
+        self, root: Path, walks: list[str]
+    ) -> None:
+        self.run(root)
+        future = time.time() + 3600
+        os.utime(root / "images/app/sub", (future, future))
+        cache = StatCache(root / ".envkit" / "stat-cache.json")
+        Hasher(cache).context_files(spec_for(root), skip=[root / ".envkit"])
+        assert len(walks) == 2

@@ -1,0 +1,139 @@
+"""How envkit reaches the daemon: the fast local-socket reads, docker-py elsewhere, and failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Project
+
+from envkit.build import ensure
+from envkit.config import load
+from envkit.errors import DockerUnavailable
+from envkit.runtime import DEFAULT_SOCKET, Daemon
+
+pytestmark = pytest.mark.docker
+
+
+def one_image(project: Project) -> None:
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
+    project.write("images/app/Dockerfile", f"FROM {project.base}\nCOPY . /app/\n")
+    project.write("images/app/.dockerignore", "*.tmp\n")
+    project.write("images/app/main.sh", "echo hi\n")
+
+
+def test_a_no_op_build_never_imports_docker_py(project: Project) -> None:
+    """The no-op path reads the daemon over its socket: docker-py's import cost is not paid."""
+    one_image(project)
+    project.cli("build", "--quiet", check=True)
+    script = (
+        "import json, sys\n"
+        "from envkit.cli import program\n"
+        "program.run(['envkit', 'build', '--quiet'], exit=False)\n"
+        "print(json.dumps(sorted(m for m in ('docker', 'requests', 'urllib3') if m in sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=project.root, env=project.env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    # ... and a build that has work to do does use it.
+    project.write("images/app/main.sh", "echo changed\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=project.root, env=project.env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "docker" in json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def tcp_proxy() -> Iterator[str]:
+    """tcp://127.0.0.1:<engine-assigned port> forwarding to the local daemon's socket."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                s.close()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(DEFAULT_SOCKET)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_a_daemon_not_on_a_local_socket_goes_through_docker_py(project: Project, tcp_proxy: str) -> None:
+    one_image(project)
+    environ = {k: v for k, v in os.environ.items() if k not in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")}
+    daemon = Daemon({**environ, "DOCKER_HOST": tcp_proxy})
+    try:
+        assert daemon.platform.startswith("linux/")
+        assert [r.status for r in ensure(load(project.root), daemon)] == ["built"]
+        assert [r.status for r in ensure(load(project.root), daemon)] == ["cached"]
+        assert daemon.inspect_image(f"envkit-absent/{project.stack}:nope") is None
+    finally:
+        daemon.close()
+
+
+@pytest.fixture
+def silent_socket(tmp_path: Path) -> Iterator[str]:
+    """A Unix socket that accepts connections and never answers."""
+    path = tmp_path / "silent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(16)
+    yield f"unix://{path}"
+    server.close()
+
+
+@pytest.mark.parametrize("host", ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:1", "silent"])
+def test_an_unreachable_daemon_is_one_clear_error_within_two_seconds(
+    project: Project, host: str, silent_socket: str
+) -> None:
+    host = silent_socket if host == "silent" else host
+    started = time.monotonic()
+    with pytest.raises(DockerUnavailable) as caught:
+        Daemon({"DOCKER_HOST": host})
+    assert time.monotonic() - started < 4  # the 2 s connect timeout, with room for a busy machine
+    assert "docker info" in str(caught.value)
+
+    one_image(project)
+    env = {**project.env(), "DOCKER_HOST": host}
+    proc = subprocess.run(
+        [sys.executable, "-m", "envkit", "build"], cwd=project.root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert "envkit: error: the Docker daemon does not answer" in proc.stderr
+    assert "Traceback" not in proc.stderr
