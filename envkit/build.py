@@ -18,7 +18,6 @@ import json
 import os
 import queue
 import shutil
-import tarfile
 import tempfile
 import threading
 import time
@@ -27,8 +26,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-import filelock
 
 from envkit import runtime
 from envkit.config import ImageSpec, StackConfig
@@ -348,6 +345,16 @@ def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfil
     name that a generated ``.dockerignore`` tells the daemon to drop before
     ``COPY`` sees the context.
     """
+    import tarfile  # only a build needs it; a no-op build starts faster without it
+
+    def _tarinfo(name: str, mode: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mode = mode
+        info.mtime = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, entry in inputs.files.items():
             kind, mode, digest = split_entry(entry)
@@ -381,15 +388,6 @@ def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfil
             info = _tarinfo(name, 0o644)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-
-
-def _tarinfo(name: str, mode: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.mode = mode
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
 
 
 class _CheckedReader(io.RawIOBase):
@@ -481,6 +479,8 @@ def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 @contextmanager
 def _machine_lock(tag: str, image: str, progress: Progress) -> Iterator[None]:
+    import filelock  # only a build needs it; a no-op build starts faster without it
+
     directory = ensure_private_dir(lock_dir())
     path = directory / (hashlib.sha256(tag.encode()).hexdigest()[:32] + ".lock")
     lock = filelock.FileLock(path, thread_local=False)
