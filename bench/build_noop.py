@@ -60,7 +60,7 @@ IMAGES: dict[str, str | None] = {
     "tools": "base",
     "web": None,
 }
-FILES_PER_IMAGE = 2000  # including the Dockerfile
+FILES_PER_IMAGE = 2000  # including the Dockerfile, .dockerignore and one ignored file
 LARGE_PER_IMAGE = 10
 BYTES_PER_IMAGE = 40_000_000  # 5 images -> 200 MB
 SMALL_SIZES = (256, 8192)
@@ -161,10 +161,17 @@ def generate(root: Path, stack: str, busybox_ref: str) -> tuple[int, int]:
         toml.append(f'[images.{image}]\ncontext = "images/{image}"\n')
         dockerfile = f"FROM {parent or busybox_ref}\nCOPY . /app\n"
         (context / "Dockerfile").write_text(dockerfile)
+        # Real projects have ignore rules, and envkit must not pay for matching them on a no-op.
+        # (".dockerignore" itself too: else the docker CLI, which appends to it when the
+        # Dockerfile lies outside the context, would make the baseline's COPY miss its cache.)
+        ignore = "# editor and build droppings\n**/*.tmp\n**/*.swp\n.dockerignore\n"
+        (context / ".dockerignore").write_text(ignore)
+        (context / "notes.tmp").write_text("ignored")
+        extra = len(dockerfile) + len(ignore) + len("ignored")
         rng = random.Random(f"{SEED}/{image}")
-        n_small = FILES_PER_IMAGE - 1 - LARGE_PER_IMAGE
+        n_small = FILES_PER_IMAGE - 3 - LARGE_PER_IMAGE
         small = [rng.randint(*SMALL_SIZES) for _ in range(n_small)]
-        large_total = BYTES_PER_IMAGE - len(dockerfile) - sum(small)
+        large_total = BYTES_PER_IMAGE - extra - sum(small)
         weights = [rng.uniform(0.5, 1.5) for _ in range(LARGE_PER_IMAGE)]
         large = [int(large_total * w / sum(weights)) for w in weights]
         large[-1] += large_total - sum(large)
@@ -176,8 +183,8 @@ def generate(root: Path, stack: str, busybox_ref: str) -> tuple[int, int]:
             path = context / "assets" / f"blob{i:02d}.bin"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(rng.randbytes(size))
-        total_files += 1 + len(small) + len(large)
-        total_bytes += len(dockerfile) + sum(small) + sum(large)
+        total_files += 3 + len(small) + len(large)
+        total_bytes += extra + sum(small) + sum(large)
     (root / "envkit.toml").write_text("\n".join(toml))
     return total_files, total_bytes
 
