@@ -46,15 +46,6 @@ IMAGES = ("base", "child", "sib")
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ENVKIT_* from the caller; build locks in a private cache (also for the CLI)."""
-    for name in list(os.environ):
-        if name.startswith("ENVKIT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
 class BuildSpy:
     """A real docker client whose ``build`` calls are counted, and the contexts envkit sent."""
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import docker
 import pytest
@@ -19,15 +17,6 @@ from envkit import runtime
 pytestmark = pytest.mark.docker
 
 IMAGES = ("base", "child", "sib")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ENVKIT_* from the caller; build locks in a private cache shared by both processes."""
-    for name in list(os.environ):
-        if name.startswith("ENVKIT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 def make_stack(project: Project) -> None:
