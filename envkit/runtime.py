@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ class Daemon:
         self._environ = dict(os.environ if environ is None else environ)
         self._socket = _local_socket(self._environ)
         self._client: docker.APIClient | None = None
+        self._client_lock = threading.Lock()  # build threads may ask for it at once
         if self._socket is None:
             info = self._connect_client()
         else:
@@ -63,9 +65,10 @@ class Daemon:
     @property
     def client(self) -> docker.APIClient:
         """docker-py's low-level client for this daemon, made on first use."""
-        if self._client is None:
-            self._client = self._make_client(REQUEST_TIMEOUT, self.api_version)
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client(REQUEST_TIMEOUT, self.api_version)
+            return self._client
 
     def images(self, label: str) -> list[dict[str, Any]]:
         """``docker images --filter label=LABEL`` (top-level images only)."""
