@@ -409,6 +409,44 @@ def test_checkout_copied_elsewhere_has_the_same_keys(
     }
 
 
+class Recorder:
+    """A Progress that keeps every event in the order it happened (from any thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def log(self, image: str, line: str) -> None:
+        with self._lock:
+            self.events.append((image, "log"))
+
+    def note(self, image: str, message: str) -> None:
+        with self._lock:
+            self.events.append((image, "done" if message.startswith("built ") else "note"))
+
+    def first(self, image: str, kind: str) -> int:
+        return self.events.index((image, kind))
+
+
+def test_independent_images_build_side_by_side_and_children_after_parents(
+    project: Project, spy: BuildSpy
+) -> None:
+    project.write(
+        "envkit.toml",
+        f'[stack]\nname = "{project.stack}"\n\n[images.left]\n[images.right]\n[images.child]\n',
+    )
+    for name in ("left", "right"):  # each build takes a while, so side by side they overlap
+        project.write(f"images/{name}/Dockerfile", f"FROM {project.base}\nRUN sleep 2\n")
+    project.write("images/child/Dockerfile", "FROM left\nCOPY . /c/\n")
+    recorder = Recorder()
+    results = envkit.build.ensure(load(project.root), spy.daemon, progress=recorder)
+    assert [r.status for r in results] == ["built"] * 3
+    first_done = min(recorder.first("left", "done"), recorder.first("right", "done"))
+    assert recorder.first("left", "log") < first_done
+    assert recorder.first("right", "log") < first_done  # both were building at once
+    assert recorder.first("child", "log") > recorder.first("left", "done")  # after its parent
+
+
 # --------------------------------------------------------------------------- 5. failures
 
 
