@@ -26,19 +26,14 @@ class Silent:
 
 
 class Lines:
-    """Plain prefixed lines, safe from several build threads at once.
+    """Plain prefixed lines (``image | log line``, ``image: event``), safe from several threads."""
 
-    Build logs are shown only when ``verbose``; notes always are.
-    """
-
-    def __init__(self, stream: TextIO | None = None, *, verbose: bool = True) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.verbose = verbose
         self._lock = threading.Lock()
 
     def log(self, image: str, line: str) -> None:
-        if self.verbose:
-            self._write(f"{image} | {line}")
+        self._write(f"{image} | {line}")
 
     def note(self, image: str, message: str) -> None:
         self._write(f"{image}: {message}")

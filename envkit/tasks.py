@@ -35,8 +35,8 @@ def user_errors() -> Iterator[None]:
         raise Exit("envkit: interrupted", code=130) from None
 
 
-def _progress(quiet: bool, verbose: bool = True) -> Progress:
-    return Silent() if quiet else Lines(sys.stderr, verbose=verbose)
+def _progress(quiet: bool) -> Progress:
+    return Silent() if quiet else Lines(sys.stderr)
 
 
 @task(
