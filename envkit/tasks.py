@@ -57,7 +57,7 @@ def build(
     json: bool = False,
     quiet: bool = False,
     pull: str | None = None,
-    jobs: int = 4,
+    jobs: str = "4",  # parsed here: invoke answers a bad int with a traceback
 ) -> None:
     """Build the stack's images whose inputs changed; the rest are cached."""
     if pull is not None and pull not in config_mod.PULL_POLICIES:
@@ -66,14 +66,14 @@ def build(
             f"use one of {', '.join(config_mod.PULL_POLICIES)}",
             code=2,
         )
-    if jobs < 1:
-        raise Exit("envkit: error: --jobs must be at least 1", code=2)
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise Exit(f"envkit: error: --jobs {jobs!r} is not a whole number of at least 1", code=2)
     started = time.monotonic()
     with user_errors():
         config = config_mod.load()
         daemon = runtime.Daemon()
         results = build_mod.ensure(
-            config, daemon, names=image or None, pull=pull, progress=_progress(quiet), jobs=jobs
+            config, daemon, names=image or None, pull=pull, progress=_progress(quiet), jobs=int(jobs)
         )
     if json:
         print(_json.dumps([r.to_json() for r in results], indent=2))

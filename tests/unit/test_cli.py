@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import envkit
 from envkit.tasks import ns
 
@@ -27,8 +29,17 @@ def test_the_collection_is_the_console_script() -> None:
         assert name in proc.stdout
 
 
-def test_unknown_option_is_a_usage_error_without_traceback() -> None:
-    proc = run("build", "--no-such-option")
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["build", "--no-such-option"], "no-such-option"),
+        (["build", "--jobs", "x"], "--jobs 'x' is not a whole number"),
+        (["build", "--jobs", "0"], "--jobs '0' is not a whole number"),
+        (["build", "--pull", "sometimes"], "not a pull policy"),
+    ],
+)
+def test_bad_arguments_are_usage_errors_without_traceback(args: list[str], words: str) -> None:
+    proc = run(*args)
     assert proc.returncode != 0
-    assert "no-such-option" in proc.stderr
+    assert words in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -176,16 +176,3 @@ def test_bad_stack_file_exits_non_zero_without_traceback(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert "images.app.args" in proc.stderr and "fix:" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_unknown_cli_option_is_a_usage_error(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "envkit", "build", "--pull", "sometimes"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "not a pull policy" in proc.stderr
-    assert "Traceback" not in proc.stderr
