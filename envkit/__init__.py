@@ -11,6 +11,7 @@ from envkit.errors import (
     DaemonError,
     DockerUnavailable,
     EnvkitError,
+    StateError,
 )
 from envkit.runtime import Daemon
 
@@ -26,6 +27,7 @@ __all__ = [
     "EnvkitError",
     "ImageResult",
     "StackConfig",
+    "StateError",
     "__version__",
     "ensure",
     "gc",

@@ -46,6 +46,22 @@ class DockerUnavailable(EnvkitError, ConnectionError):
         )
 
 
+class StateError(EnvkitError, OSError):
+    """envkit cannot write its own files (state directory, build locks)."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        super().__init__(path, detail)
+        self.path = Path(path)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return (
+            f"cannot write {self.path}: {self.detail}\n"
+            "  fix: make it writable, or point ENVKIT_STATE_DIR (state) or ENVKIT_LOCK_DIR "
+            "(build locks) at a writable local directory"
+        )
+
+
 class DaemonError(EnvkitError, RuntimeError):
     """The Docker daemon answered a request with an error, or went away mid-request."""
 

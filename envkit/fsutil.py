@@ -6,20 +6,30 @@ import os
 import tempfile
 from pathlib import Path
 
+from envkit.errors import StateError
+
 
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) if needed; envkit's own directories are mode 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise StateError(path, err.strerror or str(err)) from None
     return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that readers see the old file or the new one, never a torn one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise StateError(path, err.strerror or str(err)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise StateError(path, err.strerror or str(err)) from None
         raise

@@ -137,3 +137,15 @@ def test_an_unreachable_daemon_is_one_clear_error_within_two_seconds(
     assert proc.returncode == 1
     assert "envkit: error: the Docker daemon does not answer" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unwritable_state_dir_is_one_clear_error(project: Project) -> None:
+    one_image(project)
+    blocker = project.write("not-a-dir", "a file where the state dir should be\n")
+    env = {**project.env(), "ENVKIT_STATE_DIR": str(blocker / "state")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "envkit", "build"], cwd=project.root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert f"envkit: error: cannot write {blocker / 'state'}" in proc.stderr
+    assert "ENVKIT_STATE_DIR" in proc.stderr and "Traceback" not in proc.stderr

@@ -16,6 +16,7 @@ from envkit.errors import (
     DaemonError,
     DockerUnavailable,
     EnvkitError,
+    StateError,
 )
 
 
@@ -28,6 +29,11 @@ from envkit.errors import (
             ["/p/envkit.toml: images.a.args: must be a table", "fix: write args = {}"],
         ),
         (DockerUnavailable("connection refused"), ConnectionError, ["connection refused", "DOCKER_HOST"]),
+        (
+            StateError("/ro/.envkit/x", "Read-only file system"),
+            OSError,
+            ["/ro/.envkit/x", "ENVKIT_STATE_DIR"],
+        ),
         (DaemonError("500 Server Error"), RuntimeError, ["failed a request: 500 Server Error", "fix:"]),
         (BaseImageError("api", "alpine:3", "not present"), LookupError, ["'api'", "alpine:3", "fix:"]),
         (
