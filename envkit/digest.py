@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from envkit.config import ImageSpec
+from envkit.errors import ConfigError
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 
 KEY_SCHEMA = 1
@@ -113,7 +114,10 @@ def ignore_patterns(spec: ImageSpec) -> list[str]:
     """The ignore rules Docker applies: ``<Dockerfile>.dockerignore`` first, else the context's."""
     for candidate in (Path(f"{spec.dockerfile}.dockerignore"), spec.context / ".dockerignore"):
         if candidate.is_file():
-            lines = candidate.read_text(encoding="utf-8").splitlines()
+            try:
+                lines = candidate.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError:
+                raise ConfigError(candidate, "", "not UTF-8 text", "save the ignore file as UTF-8") from None
             return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     return []
 

@@ -270,3 +270,12 @@ class TestListingCache:
         cache = StatCache(root / ".envkit" / "stat-cache.json")
         Hasher(cache).context_files(spec_for(root), skip=[root / ".envkit"])
         assert len(walks) == 2
+
+
+def test_an_ignore_file_that_is_not_utf8_is_a_config_error(root: Path) -> None:
+    from envkit.errors import ConfigError
+
+    (root / "images/app/.dockerignore").write_bytes(b"\xff\xfe*.log\n")
+    with pytest.raises(ConfigError, match="not UTF-8") as caught:
+        key_of(root)
+    assert caught.value.file == root / "images/app/.dockerignore"
