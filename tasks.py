@@ -5,8 +5,10 @@ A project using envkit needs only ``from envkit.tasks import ns``.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from invoke import Collection, Context, Exit, task
@@ -14,6 +16,8 @@ from invoke import Collection, Context, Exit, task
 from envkit.tasks import ns as envkit_ns
 
 ROOT = Path(__file__).resolve().parent
+# Tools run from the environment invoke itself runs in (the venv), whatever PATH says.
+PYTHON = shlex.quote(sys.executable)
 BUSYBOX = Path("/bin/busybox")
 ROOTFS = ROOT / "images" / "busybox" / "rootfs"
 
@@ -42,21 +46,21 @@ def e2e(c: Context) -> None:
 @task(help={"args": "extra arguments for pytest"})
 def test(c: Context, args: str = "") -> None:
     """Run the test suite (unit, then integration against the real daemon)."""
-    c.run(f"pytest {args}", pty=False)
+    c.run(f"{PYTHON} -m pytest {args}", pty=False)
 
 
 @task
 def lint(c: Context) -> None:
     """ruff and mypy on the package."""
-    c.run("ruff check envkit tests bench tasks.py")
-    c.run("ruff format --check envkit tests bench tasks.py")
-    c.run("mypy")
+    c.run(f"{PYTHON} -m ruff check envkit tests bench tasks.py")
+    c.run(f"{PYTHON} -m ruff format --check envkit tests bench tasks.py")
+    c.run(f"{PYTHON} -m mypy")
 
 
 @task
 def bench(c: Context) -> None:
     """The no-op build benchmark (prints figures and ratios)."""
-    c.run("python bench/build_noop.py")
+    c.run(f"{PYTHON} bench/build_noop.py")
 
 
 ns = Collection(*envkit_ns.tasks.values(), rootfs, e2e, test, lint, bench)
