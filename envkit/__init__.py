@@ -10,10 +10,15 @@ from envkit.errors import (
     ConfigError,
     DaemonError,
     DockerUnavailable,
+    EndpointError,
     EnvkitError,
+    LockTimeout,
+    ServiceUnhealthy,
+    StackConflict,
     StateError,
 )
 from envkit.runtime import Daemon
+from envkit.stack import Lease, StackHandle, StackStopped, acquire, shared_stack
 
 __version__ = "0.1.0"
 
@@ -24,12 +29,21 @@ __all__ = [
     "Daemon",
     "DaemonError",
     "DockerUnavailable",
+    "EndpointError",
     "EnvkitError",
     "ImageResult",
+    "Lease",
+    "LockTimeout",
+    "ServiceUnhealthy",
     "StackConfig",
+    "StackConflict",
+    "StackHandle",
+    "StackStopped",
     "StateError",
     "__version__",
+    "acquire",
     "ensure",
     "gc",
     "load",
+    "shared_stack",
 ]

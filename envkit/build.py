@@ -112,7 +112,7 @@ def plan(
         bases = {}
         for ref in spec.externals:
             if ref not in identities:
-                identities[ref] = _base_identity(daemon, name, ref, policy, progress)
+                identities[ref] = base_identity(daemon, name, ref, policy, progress)
             bases[ref] = identities[ref]
         inputs[name] = image_inputs(
             spec,
@@ -412,7 +412,7 @@ class _CheckedReader(io.RawIOBase):
         return self._hash.hexdigest()
 
 
-def _base_identity(daemon: runtime.Daemon, image: str, ref: str, policy: str, progress: Progress) -> str:
+def base_identity(daemon: runtime.Daemon, image: str, ref: str, policy: str, progress: Progress) -> str:
     """A base pinned by digest is identified by that digest, any other by its local image ID.
 
     Either way it must be present to build on: a missing one is pulled unless

@@ -30,6 +30,8 @@ NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _STACK_KEYS = {"name", "pull"}
 _IMAGE_KEYS = {"context", "dockerfile", "args", "target", "platform"}
 _TOP_KEYS = {"stack", "images", "services"}
+_SERVICE_KEYS = {"image", "ports", "environment", "command", "depends_on", "healthcheck", "start_timeout"}
+DEFAULT_START_TIMEOUT = 60.0  # seconds a service may take to become healthy
 
 # Builds a ConfigError for this file: (key, problem, fix).
 _Err = Callable[[str, str, str], ConfigError]
@@ -51,6 +53,45 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """How envkit decides that a service is up.
+
+    ``kind`` is ``cmd`` (run ``cmd`` in the container; exit 0 is healthy),
+    ``http`` (GET ``path`` on the published ``port``; a 2xx or 3xx answer),
+    ``tcp`` (the published ``port`` is served) or ``image`` (the image's own
+    Docker HEALTHCHECK, or "running" when it has none).
+    """
+
+    kind: str
+    cmd: tuple[str, ...] = ()
+    path: str = ""
+    port: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "cmd":
+            return f"command {list(self.cmd)!r}"
+        if self.kind == "http":
+            return f"HTTP GET {self.path} on port {self.port}"
+        if self.kind == "tcp":
+            return f"TCP port {self.port}"
+        return "the image's HEALTHCHECK (or running, when it has none)"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One ``[services.NAME]`` entry."""
+
+    name: str
+    image: str  # an [images] entry of this stack, or an external reference
+    ports: tuple[int, ...]
+    environment: Mapping[str, str]
+    command: tuple[str, ...] | None
+    depends_on: tuple[str, ...]
+    healthcheck: HealthCheck
+    start_timeout: float
+
+
+@dataclass(frozen=True)
 class StackConfig:
     name: str
     root: Path
@@ -58,8 +99,7 @@ class StackConfig:
     pull: str
     state_dir: Path
     images: Mapping[str, ImageSpec]
-    # Validated by the service layer; kept verbatim here.
-    services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    services: Mapping[str, ServiceSpec] = field(default_factory=dict)
 
     def order(self, names: list[str] | None = None) -> list[str]:
         """Image names with every parent before its children (``names`` plus their parents)."""
@@ -71,6 +111,22 @@ class StackConfig:
                 return
             for parent in self.images[name].parents:
                 visit(parent)
+            out.append(name)
+
+        for name in wanted:
+            visit(name)
+        return out
+
+    def service_order(self, names: list[str] | None = None) -> list[str]:
+        """Service names with every dependency before its dependents (``names`` plus depends_on)."""
+        wanted = list(self.services) if names is None else names
+        out: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in out:
+                return
+            for dep in self.services[name].depends_on:
+                visit(dep)
             out.append(name)
 
         for name in wanted:
@@ -168,14 +224,11 @@ def _parse(
         _no_unknown(entry, _IMAGE_KEYS, key + ".", err)
         raw[image_name] = entry
 
-    services = _table(data, "services", err, required=False)
-    for service_name, entry in services.items():
-        _check_name(service_name, f"services.{service_name}", err)
-        if not isinstance(entry, dict):
-            raise err(f"services.{service_name}", "must be a table", f"write [services.{service_name}]")
-
     images = {n: _image(n, e, root, err) for n, e in raw.items()}
     images = _resolve_parents(images, err)
+    services_table = _table(data, "services", err, required=False)
+    services = {n: _service(n, e, images, err) for n, e in services_table.items()}
+    _check_depends_on(services, err)
 
     state_dir = Path(env["ENVKIT_STATE_DIR"]) if env.get("ENVKIT_STATE_DIR") else root / ".envkit"
     return StackConfig(
@@ -293,6 +346,143 @@ def _resolve_parents(images: dict[str, ImageSpec], err: _Err) -> dict[str, Image
     for name in resolved:
         visit(name, [])
     return resolved
+
+
+def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) -> ServiceSpec:
+    key = f"services.{name}"
+    _check_name(name, key, err)
+    if not isinstance(entry, dict):
+        raise err(key, "must be a table", f'write [{key}] with image = "..."')
+    _no_unknown(entry, _SERVICE_KEYS, key + ".", err)
+
+    image = entry.get("image")
+    if not isinstance(image, str) or not image:
+        raise err(
+            key + ".image",
+            "missing or not a string",
+            'name an [images] entry or a reference: image = "redis"',
+        )
+    if image not in images and not _valid_reference(image):
+        raise err(
+            key + ".image",
+            f"{image!r} is neither an image of this stack ({', '.join(sorted(images)) or 'none'}) "
+            "nor a valid image reference",
+            'name an [images] entry, or a reference such as "redis:7-alpine"',
+        )
+
+    ports_value = entry.get("ports", [])
+    if not isinstance(ports_value, list) or not all(_is_port(p) for p in ports_value):
+        raise err(key + ".ports", "must be a list of container ports (1-65535)", "write ports = [8000]")
+    ports = tuple(dict.fromkeys(ports_value))
+
+    env_value = entry.get("environment", {})
+    if not isinstance(env_value, dict):
+        raise err(key + ".environment", "must be a table", 'write environment = { NAME = "value" }')
+    environment: dict[str, str] = {}
+    for var, raw in env_value.items():
+        value = ("true" if raw else "false") if isinstance(raw, bool) else raw
+        if not isinstance(value, (str, int, float)):
+            raise err(f"{key}.environment.{var}", "must be a string or number", f'write {var} = "value"')
+        environment[var] = str(value)
+
+    command_value = entry.get("command")
+    if command_value is not None and (
+        not isinstance(command_value, list)
+        or not command_value
+        or not all(isinstance(a, str) for a in command_value)
+    ):
+        raise err(key + ".command", "must be a non-empty list of strings", 'write command = ["redis-server"]')
+    command = None if command_value is None else tuple(command_value)
+
+    deps_value = entry.get("depends_on", [])
+    if not isinstance(deps_value, list) or not all(isinstance(d, str) for d in deps_value):
+        raise err(key + ".depends_on", "must be a list of service names", 'write depends_on = ["db"]')
+
+    timeout_value = entry.get("start_timeout", DEFAULT_START_TIMEOUT)
+    if isinstance(timeout_value, bool) or not isinstance(timeout_value, (int, float)) or timeout_value <= 0:
+        raise err(key + ".start_timeout", "must be a positive number of seconds", "write start_timeout = 60")
+
+    return ServiceSpec(
+        name=name,
+        image=image,
+        ports=ports,
+        environment=environment,
+        command=command,
+        depends_on=tuple(dict.fromkeys(deps_value)),
+        healthcheck=_healthcheck(entry.get("healthcheck"), key + ".healthcheck", ports, err),
+        start_timeout=float(timeout_value),
+    )
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _healthcheck(value: Any, key: str, ports: tuple[int, ...], err: _Err) -> HealthCheck:
+    if value is None:
+        return HealthCheck("image")
+    forms = 'cmd = ["..."], or http = "/path" with port = N, or tcp = N'
+    if not isinstance(value, dict):
+        raise err(key, "must be a table", f"write healthcheck = {{ {forms} }}")
+    kinds = [k for k in ("cmd", "http", "tcp") if k in value]
+    if len(kinds) != 1:
+        raise err(key, "needs exactly one of cmd, http or tcp", f"write healthcheck = {{ {forms} }}")
+    kind = kinds[0]
+    allowed = {"http", "port"} if kind == "http" else {kind}
+    _no_unknown(value, allowed, key + ".", err)
+    if kind == "cmd":
+        cmd = value["cmd"]
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
+            raise err(
+                key + ".cmd", "must be a non-empty list of strings", 'write cmd = ["redis-cli", "ping"]'
+            )
+        return HealthCheck("cmd", cmd=tuple(cmd))
+    port = value.get("port") if kind == "http" else value["tcp"]
+    where = key + (".port" if kind == "http" else ".tcp")
+    if not _is_port(port):
+        raise err(where, "must be a container port (1-65535)", f"write {where.rsplit('.', 1)[1]} = 8000")
+    if port not in ports:
+        raise err(
+            where,
+            f"port {port} is not published: the check runs from the host, through the published port",
+            f"add {port} to the service's ports",
+        )
+    if kind == "http":
+        path = value["http"]
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise err(key + ".http", "must be a path starting with '/'", 'write http = "/health"')
+        return HealthCheck("http", path=path, port=port)
+    return HealthCheck("tcp", port=port)
+
+
+def _check_depends_on(services: Mapping[str, ServiceSpec], err: _Err) -> None:
+    for name, spec in services.items():
+        for dep in spec.depends_on:
+            if dep not in services:
+                raise err(
+                    f"services.{name}.depends_on",
+                    f"{dep!r} is not a service of this stack ({', '.join(sorted(services))})",
+                    "name a [services] entry, or remove it",
+                )
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise err(
+                f"services.{name}.depends_on",
+                f"the services depend on each other in a cycle: {cycle}",
+                "remove one of the depends_on entries in the cycle",
+            )
+        state[name] = 1
+        for dep in services[name].depends_on:
+            visit(dep, [*path, name])
+        state[name] = 2
+
+    for name in services:
+        visit(name, [])
 
 
 _REFERENCE = re.compile(

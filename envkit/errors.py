@@ -108,3 +108,80 @@ class BuildError(EnvkitError, RuntimeError):
         return f"image {self.image!r} failed to build: {self.reason}" + (
             f"\n  last lines of the build log:{tail}" if tail else ""
         )
+
+
+class ServiceUnhealthy(EnvkitError, RuntimeError):
+    """A service did not become healthy in time (or its container stopped); carries its last log lines."""
+
+    def __init__(
+        self, service: str, check: str, seconds: float, reason: str, logs: Sequence[str] = ()
+    ) -> None:
+        super().__init__(service, check, seconds, reason, list(logs))
+        self.service = service
+        self.check = check
+        self.seconds = seconds
+        self.reason = reason
+        self.logs = list(logs)
+
+    def __str__(self) -> str:
+        tail = "".join(f"\n  | {line}" for line in self.logs)
+        return (
+            f"service {self.service!r} did not become healthy: {self.reason} "
+            f"(check: {self.check}; waited {self.seconds:.1f}s)"
+            + (f"\n  last lines of its log:{tail}" if tail else "\n  (its log is empty)")
+            + "\n  fix: correct the service (its image, command or healthcheck), "
+            "or raise its start_timeout if it is only slow"
+        )
+
+
+class LockTimeout(EnvkitError, TimeoutError):
+    """The stack's state lock stayed taken for too long; names who holds it."""
+
+    def __init__(self, path: Path | str, seconds: float, holder: str) -> None:
+        super().__init__(path, seconds, holder)
+        self.path = Path(path)
+        self.seconds = seconds
+        self.holder = holder
+
+    def __str__(self) -> str:
+        return (
+            f"waited {self.seconds:.0f}s for the stack lock {self.path}, held by {self.holder}\n"
+            "  fix: wait for that process to finish (or stop it), or raise ENVKIT_LOCK_TIMEOUT"
+        )
+
+
+class StackConflict(EnvkitError, RuntimeError):
+    """The running stack was started from other inputs, and other processes still hold it."""
+
+    def __init__(self, stack: str, changes: Sequence[str], holders: Sequence[str]) -> None:
+        super().__init__(stack, list(changes), list(holders))
+        self.stack = stack
+        self.changes = list(changes)
+        self.holders = list(holders)
+
+    def __str__(self) -> str:
+        changes = "".join(f"\n  - {c}" for c in self.changes)
+        holders = "".join(f"\n  - {h}" for h in self.holders)
+        return (
+            f"stack {self.stack!r} is running with other inputs than this checkout's:{changes}\n"
+            f"  and is still held by:{holders}\n"
+            "  fix: wait for them to finish (envkit restarts it with the new inputs then), "
+            "or stop it under them with `envkit down --all`"
+        )
+
+
+class EndpointError(EnvkitError, LookupError):
+    """A handle was asked for a service or port that the stack does not publish."""
+
+    def __init__(self, service: str, port: int | None, known: str) -> None:
+        super().__init__(service, port, known)
+        self.service = service
+        self.port = port
+        self.known = known
+
+    def __str__(self) -> str:
+        what = f"service {self.service!r}" + ("" if self.port is None else f" port {self.port}")
+        return (
+            f"{what} is not published by this stack (published: {self.known})\n"
+            "  fix: list the port under the service's ports, and ask for the service when acquiring"
+        )

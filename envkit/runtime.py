@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 LABEL_STACK = "envkit.stack"
 LABEL_IMAGE = "envkit.image"
 LABEL_KEY = "envkit.key"
+LABEL_PROJECT = "envkit.project"  # the stack file's [stack] name
+LABEL_SERVICE = "envkit.service"
+LABEL_INPUTS = "envkit.inputs"  # hash of a service's config and image identity
+LABEL_ROOT = "envkit.root"  # the checkout a stack belongs to
 
 CONNECT_TIMEOUT = 2  # seconds
 REQUEST_TIMEOUT = 300
@@ -88,6 +92,19 @@ class Daemon:
                 return None
         found = self._get(f"/images/{quote(ref, safe='/:@')}/json")
         return None if found is None else dict(found)
+
+    def containers(self, label: str) -> list[dict[str, Any]]:
+        """``docker ps --all --filter label=LABEL``."""
+        if self._socket is None:
+            return list(self.client.containers(all=True, filters={"label": label}))
+        query = {"all": "1", "filters": json.dumps({"label": [label]})}
+        return list(self._get("/containers/json", query) or [])
+
+    def networks(self, label: str) -> list[dict[str, Any]]:
+        """``docker network ls --filter label=LABEL``."""
+        if self._socket is None:
+            return list(self.client.networks(filters={"label": label}))
+        return list(self._get("/networks", {"filters": json.dumps({"label": [label]})}) or [])
 
     def close(self) -> None:
         if self._client is not None:

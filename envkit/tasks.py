@@ -20,6 +20,7 @@ from invoke import Collection, Context, Exit, task
 from envkit import build as build_mod
 from envkit import config as config_mod
 from envkit import runtime
+from envkit import stack as stack_mod
 from envkit.errors import EnvkitError
 from envkit.progress import Lines, Progress, Silent
 
@@ -117,4 +118,140 @@ def gc(c: Context, dry_run: bool = False, json: bool = False) -> None:
     print(f"{len(result.removed)} image tags {verb}")
 
 
-ns = Collection(build, gc)
+def _seconds(option: str, raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise Exit(f"envkit: error: {option} {raw!r} is not a number of seconds (>= 0)", code=2)
+    return value
+
+
+def _stack(quiet: bool = True) -> stack_mod.Stack:
+    config = config_mod.load()
+    return stack_mod.Stack(config, runtime.Daemon(), _progress(quiet))
+
+
+@task(
+    iterable=["service"],
+    help={
+        "service": "start only this service (and what it depends on); repeatable; default: all",
+        "keep": "hold the stack until `envkit down` (the default; excludes --ttl)",
+        "ttl": "hold it for SECONDS only: then it stops, unless something else holds it",
+        "json": "print the stack id and endpoints as JSON",
+        "quiet": "print nothing but errors (and the JSON, with --json)",
+    },
+)
+def up(
+    c: Context,
+    service: list[str] | None = None,
+    keep: bool = False,
+    ttl: str | None = None,
+    json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Start the shared stack (or attach to it) and pin it up until `envkit down`."""
+    seconds = _seconds("--ttl", ttl)
+    if keep and seconds is not None:
+        raise Exit("envkit: error: --keep and --ttl exclude each other; pass one", code=2)
+    started = time.monotonic()
+    with user_errors():
+        stack = _stack(quiet)
+        held = stack.acquire(service or None)
+        try:
+            stack.pin(seconds)
+        finally:
+            held.release()
+    handle = held.handle
+    if json:
+        print(
+            _json.dumps(
+                {"stack": handle.stack, "endpoints": _endpoints(handle), "env": handle.env()}, indent=2
+            )
+        )
+        return
+    if quiet:
+        return
+    until = "until `envkit down`" if seconds is None else f"for {seconds:g}s (or until `envkit down`)"
+    print(f"stack {handle.stack} is up in {time.monotonic() - started:.1f}s, held {until}")
+    for name, ports in _endpoints(handle).items():
+        for port, address in ports.items():
+            print(f"  {name}:{port} -> {address}")
+
+
+def _endpoints(handle: stack_mod.StackHandle) -> dict[str, dict[str, str]]:
+    return {
+        name: {str(p): f"{handle.host}:{hp}" for p, hp in sorted(ports.items())}
+        for name, ports in sorted(handle.ports.items())
+    }
+
+
+@task(
+    name="down",
+    help={
+        "all": "stop the stack now, even while other processes hold it",
+        "json": "print the result as JSON",
+    },
+)
+def down(c: Context, all: bool = False, json: bool = False) -> None:
+    """Release `envkit up`'s pin and stop the stack, unless other processes still hold it."""
+    with user_errors():
+        stack = _stack()
+        removed, holders = stack.down(force=all)
+    stopped = all or not holders
+    if json:
+        print(
+            _json.dumps(
+                {
+                    "stack": stack.id,
+                    "stopped": stopped,
+                    "containers_removed": removed,
+                    "holders": [h.describe() for h in holders],
+                },
+                indent=2,
+            )
+        )
+        return
+    if stopped:
+        print(f"stack {stack.id}: stopped ({removed} containers removed)")
+        return
+    print(f"stack {stack.id} stays up: still held by")
+    for holder in holders:
+        print(f"  - {holder.describe()}")
+    print("it stops when they finish; `envkit down --all` stops it now")
+
+
+@task(name="status", help={"json": "print the status as JSON"})
+def status(c: Context, json: bool = False) -> None:
+    """Show the stack: services, health, endpoints, holders and how long it stays up."""
+    with user_errors():
+        info = _stack().status()
+    if json:
+        print(_json.dumps(info, indent=2))
+        return
+    print(f"stack {info['stack']} ({'running' if info['running'] else 'not running'})")
+    for name, svc in info["services"].items():
+        endpoints = ", ".join(f"{p} -> {a}" for p, a in svc["endpoints"].items())
+        line = f"  {name:<16} {svc['status']:<9} {svc['container'] or '-'}"
+        print(
+            line + (f"  [{endpoints}]" if endpoints else "") + (f"  ({svc['error']})" if svc["error"] else "")
+        )
+    holders = info["holders"]
+    print(f"holders: {sum(h['alive'] for h in holders)} alive")
+    for h in holders:
+        who = "pin (envkit up)" if h["kind"] == "pin" else f"pid {h['pid']} {h['command']}"
+        state = "alive" if h["alive"] else "dead"
+        print(f"  - {who}: {state}, holding for {h['age']:.0f}s")
+    idle = info["idle"]
+    if idle:
+        left = "until `envkit down`" if idle["keep"] else f"{idle['ttl_left']:.0f}s left"
+        print(f"idle for {idle['since']:.0f}s, kept up: {left}")
+    for name, svc in info["services"].items():
+        if svc["inputs"]:
+            print(f"  {name}: image {svc['image']}, inputs {svc['inputs'][:12]}")
+
+
+ns = Collection(build, gc, up, down, status)

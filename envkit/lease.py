@@ -1,0 +1,296 @@
+"""Who holds a shared stack: a registry of holders under a file lock.
+
+A reference count kept as a number dies with a SIGKILLed process, so envkit
+counts *live holders* instead. Each holder is one file in ``holders/`` that
+names it (pid, process start time, host, command) and that its process keeps
+an exclusive ``flock`` on for as long as it lives. The kernel drops that lock
+when the process dies, however it dies, so a holder whose file can be locked
+by someone else is dead. A pid that the system has since given to an unrelated
+process is caught by comparing the process start time (psutil), which also
+covers a lock descriptor inherited by a forked child. A holder is never
+declared dead for its age.
+
+A *pin* made by ``envkit up`` has no process: it lives until ``envkit down``,
+or until the time it was given runs out.
+
+Every change to the registry or the stack's state happens under the state
+lock (``lock``, an ``flock`` through filelock); :func:`state_lock` names the
+process holding it when it times out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envkit.errors import LockTimeout, StateError
+from envkit.fsutil import atomic_write_text, ensure_private_dir
+
+DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
+HOLDERS = "holders"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One holder of the stack, as recorded in its holder file."""
+
+    id: str
+    kind: str  # "process" (a live process) or "pin" (envkit up: until envkit down or expiry)
+    pid: int | None
+    started: float | None  # the process's start time (psutil create_time)
+    host: str
+    command: str
+    since: float  # when it began to hold the stack (wall clock)
+    services: tuple[str, ...] = ()
+    keep: bool = False  # when it is the last to leave: keep the stack up until `envkit down`
+    ttl: float | None = None  # ... or keep it up this many seconds
+    expires: float | None = None  # pins only: when the pin lapses (None: never)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["services"] = list(self.services)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Holder:
+        data = dict(data)
+        data["services"] = tuple(data.get("services") or ())
+        return cls(**data)
+
+    def describe(self, now: float | None = None) -> str:
+        age = (now or time.time()) - self.since
+        if self.kind == "pin":
+            until = (
+                "until `envkit down`"
+                if self.expires is None
+                else f"for {self.expires - time.time():.0f}s more"
+            )
+            return f"a pin from `envkit up` ({age:.0f}s old, {until})"
+        return f"pid {self.pid} on {self.host} ({self.command}, holding for {age:.0f}s)"
+
+
+def new_holder(
+    kind: str,
+    *,
+    services: tuple[str, ...] = (),
+    keep: bool = False,
+    ttl: float | None = None,
+    expires: float | None = None,
+) -> Holder:
+    """A holder record for this process (or, for ``kind="pin"``, for no process)."""
+    pid = os.getpid() if kind == "process" else None
+    return Holder(
+        id=uuid.uuid4().hex[:16],
+        kind=kind,
+        pid=pid,
+        started=_create_time(pid) if pid is not None else None,
+        host=socket.gethostname(),
+        command=_command(),
+        since=time.time(),
+        services=services,
+        keep=keep,
+        ttl=ttl,
+        expires=expires,
+    )
+
+
+class Registration:
+    """This process's claim on a holder file: the open descriptor carrying its flock."""
+
+    def __init__(self, holder: Holder, path: Path, fd: int | None) -> None:
+        self.holder = holder
+        self.path = path
+        self._fd = fd
+
+    def drop(self) -> None:
+        """Remove the holder file and let go of its lock. Idempotent."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def register(state_dir: Path, holder: Holder) -> Registration:
+    """Write ``holder``'s file. A process holder keeps an flock on it until :meth:`Registration.drop`.
+
+    The file is written and locked under a temporary name, then renamed into
+    place, so no one ever sees it unlocked.
+    """
+    directory = ensure_private_dir(state_dir / HOLDERS)
+    final = directory / f"{holder.id}.json"
+    tmp = directory / f".{holder.id}.tmp"
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise StateError(tmp, err.strerror or str(err)) from None
+    try:
+        os.write(fd, json.dumps(holder.to_json()).encode())
+        if holder.kind == "process":
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(tmp, final)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    if holder.kind != "process":
+        os.close(fd)
+        return Registration(holder, final, None)
+    return Registration(holder, final, fd)
+
+
+def read_holders(state_dir: Path) -> list[tuple[Holder, Path]]:
+    """Every holder file's record (unreadable ones are returned as dead placeholders)."""
+    directory = state_dir / HOLDERS
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        path = directory / name
+        try:
+            holder = Holder.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            continue
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            holder = Holder(
+                id=name[:-5], kind="corrupt", pid=None, started=None, host="", command="", since=0.0
+            )
+        found.append((holder, path))
+    return found
+
+
+def is_alive(holder: Holder, path: Path, now: float | None = None) -> bool:
+    """Whether the holder still holds: its flock is taken and its process is the one recorded."""
+    if holder.kind == "pin":
+        return holder.expires is None or (now or time.time()) < holder.expires
+    if holder.kind != "process" or holder.pid is None:
+        return False
+    if not _flock_taken(path):
+        return False  # the kernel released it: the process is gone
+    if holder.host != socket.gethostname():
+        return True  # the lock is all we can see of another host's process
+    return _create_time(holder.pid) == holder.started
+
+
+def prune(state_dir: Path, now: float | None = None) -> tuple[list[Holder], list[Holder]]:
+    """Remove dead holders' files; returns (live, removed). Call it under the state lock."""
+    live, removed = [], []
+    for holder, path in read_holders(state_dir):
+        if is_alive(holder, path, now):
+            live.append(holder)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(holder)
+    return live, removed
+
+
+def remove_pins(state_dir: Path) -> list[Holder]:
+    """Remove every ``envkit up`` pin; returns them. Call it under the state lock."""
+    removed = []
+    for holder, path in read_holders(state_dir):
+        if holder.kind == "pin":
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(holder)
+    return removed
+
+
+def remove_all(state_dir: Path) -> None:
+    """Forget every holder (``envkit down --all``). Call it under the state lock."""
+    for _, path in read_holders(state_dir):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _flock_taken(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)  # closing also drops the shared lock just taken, if it was
+    return False
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil  # imported here: a no-op `envkit build` never needs it
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:  # pragma: no cover - /proc hidden from this user
+        return -1.0
+
+
+def _command() -> str:
+    args = [os.path.basename(sys.executable), *sys.argv]
+    text = " ".join(args)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# --- the state lock -------------------------------------------------------------------------
+
+
+@dataclass
+class _Owner:
+    pid: int
+    command: str
+    since: float = field(default_factory=time.time)
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the stack's state lock; :class:`LockTimeout` names its holder after ``timeout`` seconds."""
+    import filelock
+
+    ensure_private_dir(state_dir)
+    path = state_dir / "lock"
+    lock = filelock.FileLock(path, thread_local=False)
+    try:
+        lock.acquire(timeout=timeout)
+    except filelock.Timeout:
+        raise LockTimeout(path, timeout, _lock_owner(state_dir)) from None
+    except OSError as err:
+        raise StateError(path, err.strerror or str(err)) from None
+    try:
+        owner = _Owner(os.getpid(), _command())
+        with contextlib.suppress(OSError):
+            (state_dir / "lock.owner").write_text(json.dumps(asdict(owner)), encoding="utf-8")
+        yield
+    finally:
+        lock.release()
+
+
+def _lock_owner(state_dir: Path) -> str:
+    try:
+        owner = json.loads((state_dir / "lock.owner").read_text(encoding="utf-8"))
+        return f"pid {owner['pid']} ({owner['command']}, since {time.time() - owner['since']:.0f}s ago)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unknown process"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
