@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
+from conftest import Project
+
+from integration.stack_fixtures import StackProject, make_stack_project
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +20,13 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         if name.startswith("ENVKIT_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture
+def stack_project(project: Project, docker_client: docker.APIClient) -> Iterator[StackProject]:
+    """A project with services (``web``, and ``echo`` depending on it) on a busybox image.
+
+    Everything its stack creates is removed at the end, and the test fails if anything was left.
+    """
+    with make_stack_project(project, docker_client) as sp:
+        yield sp
