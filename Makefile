@@ -34,7 +34,7 @@ e2e: setup
 	$(BIN)/invoke e2e
 
 bench: setup
-	$(BIN)/python bench/build_noop.py
+	$(BIN)/invoke bench
 
 clean:
 	rm -rf $(VENV) .envkit images/busybox/rootfs

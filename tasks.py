@@ -59,8 +59,9 @@ def lint(c: Context) -> None:
 
 @task
 def bench(c: Context) -> None:
-    """The no-op build benchmark (prints figures and ratios)."""
+    """The benchmarks: no-op builds, and the shared stack against one stack per process."""
     c.run(f"{PYTHON} bench/build_noop.py")
+    c.run(f"{PYTHON} bench/shared_stack.py")
 
 
 ns = Collection(*envkit_ns.tasks.values(), rootfs, e2e, test, lint, bench)

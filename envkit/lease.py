@@ -39,6 +39,7 @@ from envkit.fsutil import atomic_write_text, ensure_private_dir
 
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
 HOLDERS = "holders"
+_START_TOLERANCE = 0.05  # seconds; psutil derives start times from clock ticks (10 ms)
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,11 @@ def is_alive(holder: Holder, path: Path, now: float | None = None) -> bool:
         return False  # the kernel released it: the process is gone
     if holder.host != socket.gethostname():
         return True  # the lock is all we can see of another host's process
-    return _create_time(holder.pid) == holder.started
+    started = _create_time(holder.pid)
+    if started is None or holder.started is None:
+        return False
+    # A negative start time: /proc is hidden from this user, and the lock is all we can see.
+    return started < 0 or abs(started - holder.started) < _START_TOLERANCE  # else: a reused pid
 
 
 def prune(state_dir: Path, now: float | None = None) -> tuple[list[Holder], list[Holder]]:

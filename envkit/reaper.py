@@ -110,8 +110,16 @@ class Reaper:
                 if removed_count:
                     _say(f"no state file and no holder: removed {removed_count} container(s)")
                 return self._finish()
-            if state.idle_since is None:
-                return False if self._start_idle(state, leavers) else self._finish()
+            if state.idle_since is None:  # every holder died without leaving
+                from envkit.stack import DEFAULT_GRACE, env_seconds
+
+                grace = env_seconds("ENVKIT_GRACE", DEFAULT_GRACE) or 0.0
+                gone = self.store.go_idle(state, leavers, grace)
+                if gone is None:
+                    _say(f"every holder is gone ({len(leavers)} died without leaving): the stack is idle")
+                    return False
+                _say(f"every holder is gone: removed {gone} container(s)")
+                return self._finish()
             if _still_idle(state, time.time()):
                 return False
             removed_count = self.store.teardown()
@@ -123,26 +131,6 @@ class Reaper:
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
-        return True
-
-    def _start_idle(self, state: StackState, leavers: list[lease.Holder]) -> bool:
-        """Holders died without leaving: start the grace (or their TTL). False if torn down now."""
-        from envkit.stack import DEFAULT_GRACE, env_seconds
-
-        now = time.time()
-        keep = any(h.keep for h in leavers)
-        ttls = [h.ttl for h in leavers if h.ttl is not None]
-        grace = env_seconds("ENVKIT_GRACE", DEFAULT_GRACE) or 0.0
-        failed = any(s.status == "failed" for s in state.services.values())
-        if failed or (not keep and not ttls and grace == 0):
-            removed = self.store.teardown()
-            _say(f"every holder is gone: removed {removed} container(s)")
-            return False
-        state.idle_since = now
-        state.idle_keep = keep
-        state.idle_until = None if keep else now + (max(ttls) if ttls else grace)
-        self.store.save(state)
-        _say(f"every holder is gone ({len(leavers)} died without leaving); stack idle")
         return True
 
 

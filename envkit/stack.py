@@ -448,8 +448,11 @@ class Stack:
                 raise StackStopped(self.id)
             if svc.status == "healthy":
                 return
-            if svc.status == "failed" and svc.error:
-                raise ServiceUnhealthy(**svc.error)
+            if svc.status == "failed":
+                if svc.error:
+                    raise ServiceUnhealthy(**svc.error)
+                check = spec.healthcheck.describe()
+                raise ServiceUnhealthy(name, check, 0.0, "another process failed to start it")
             if svc.owner == me:
                 self._start(name, me)
                 return
@@ -704,24 +707,10 @@ class Stack:
                 live, removed = lease.prune(self.state_dir)
                 if state is None or live:
                     return
-                self._idle(state, [registration.holder, *removed])
+                if self.store.go_idle(state, [registration.holder, *removed], self.grace) is None:
+                    self._ensure_reaper()
         finally:
             registration.drop()
-
-    def _idle(self, state: StackState, leavers: list[lease.Holder]) -> None:
-        """No holder is left (under the lock): tear down now, or leave the stack up for a while."""
-        now = time.time()
-        keep = any(h.keep for h in leavers)
-        ttls = [h.ttl for h in leavers if h.ttl is not None]
-        failed = any(s.status == "failed" for s in state.services.values())
-        if failed or (not keep and not ttls and self.grace == 0):
-            self.store.teardown()
-            return
-        state.idle_since = now
-        state.idle_keep = keep
-        state.idle_until = None if keep else now + (max(ttls) if ttls else self.grace)
-        self.store.save(state)
-        self._ensure_reaper()
 
     def pin(self, ttl: float | None) -> lease.Holder:
         """Add an ``envkit up`` pin: holds the stack until ``envkit down`` (or for ``ttl`` seconds)."""

@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envkit import runtime
-from envkit.lease import write_json
+from envkit import lease, runtime
 
 log = logging.getLogger("envkit")
 
@@ -155,7 +154,27 @@ class Store:
         return state
 
     def save(self, state: StackState) -> None:
-        write_json(self.path, state.to_json())
+        lease.write_json(self.path, state.to_json())
+
+    def go_idle(self, state: StackState, leavers: list[lease.Holder], grace: float) -> int | None:
+        """No holder is left (call under the lock): leave the stack up for a while, or tear it down.
+
+        It stays until ``envkit down`` if a leaver asked to keep it, for the
+        longest TTL a leaver asked for, or else for ``grace`` seconds; a stack
+        with a failed service (or a grace of 0) goes at once. Returns the
+        number of containers removed, or None when the stack stays up.
+        """
+        now = time.time()
+        keep = any(h.keep for h in leavers)
+        ttls = [h.ttl for h in leavers if h.ttl is not None]
+        failed = any(s.status == "failed" for s in state.services.values())
+        if failed or (not keep and not ttls and grace == 0):
+            return self.teardown()
+        state.idle_since = now
+        state.idle_keep = keep
+        state.idle_until = None if keep else now + (max(ttls) if ttls else grace)
+        self.save(state)
+        return None
 
     def containers(self, service: str | None = None) -> list[dict[str, Any]]:
         """This stack's containers (all states), or one service's."""
