@@ -229,6 +229,7 @@ def _parse(
     services_table = _table(data, "services", err, required=False)
     services = {n: _service(n, e, images, err) for n, e in services_table.items()}
     _check_depends_on(services, err)
+    _check_env_names(services, err)
 
     state_dir = Path(env["ENVKIT_STATE_DIR"]) if env.get("ENVKIT_STATE_DIR") else root / ".envkit"
     return StackConfig(
@@ -453,6 +454,23 @@ def _healthcheck(value: Any, key: str, ports: tuple[int, ...], err: _Err) -> Hea
             raise err(key + ".http", "must be a path starting with '/'", 'write http = "/health"')
         return HealthCheck("http", path=path, port=port)
     return HealthCheck("tcp", port=port)
+
+
+def env_name(service: str) -> str:
+    """The service's part of ENVKIT_<SERVICE>_HOST: non-alphanumerics become '_', upper case."""
+    return "".join(ch if ch.isalnum() else "_" for ch in service).upper()
+
+
+def _check_env_names(services: Mapping[str, ServiceSpec], err: _Err) -> None:
+    seen: dict[str, str] = {}
+    for name in services:
+        other = seen.setdefault(env_name(name), name)
+        if other != name:
+            raise err(
+                f"services.{name}",
+                f"{name!r} and {other!r} give the same environment names (ENVKIT_{env_name(name)}_...)",
+                "rename one of them",
+            )
 
 
 def _check_depends_on(services: Mapping[str, ServiceSpec], err: _Err) -> None:

@@ -23,6 +23,7 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -99,7 +100,7 @@ class StackHandle:
         """``ENVKIT_<SERVICE>_HOST`` and ``ENVKIT_<SERVICE>_PORT_<N>`` for every published port."""
         out = {}
         for service, ports in sorted(self.ports.items()):
-            name = "".join(ch if ch.isalnum() else "_" for ch in service).upper()
+            name = config_mod.env_name(service)
             out[f"ENVKIT_{name}_HOST"] = self.host
             for port, host_port in sorted(ports.items()):
                 out[f"ENVKIT_{name}_PORT_{port}"] = str(host_port)
@@ -126,7 +127,7 @@ def env_seconds(name: str, default: float | None, environ: Mapping[str, str] | N
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value < 0:
+    if not math.isfinite(value) or value < 0:
         raise ConfigError(
             "environment", name, f"{raw!r} is not a number of seconds", f"set {name}=60, or unset it"
         )
@@ -791,7 +792,7 @@ def _inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
     data = {
         "schema": INPUTS_SCHEMA,
         "image": image_identity,
-        "ports": list(spec.ports),
+        "ports": sorted(spec.ports),
         "environment": dict(sorted(spec.environment.items())),
         "command": list(spec.command) if spec.command is not None else None,
         "healthcheck": [

@@ -10,6 +10,7 @@ layer over library calls: it parses options, calls envkit, and turns an
 from __future__ import annotations
 
 import json as _json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -125,7 +126,7 @@ def _seconds(option: str, raw: str | None) -> float | None:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value < 0:
+    if not math.isfinite(value) or value < 0:
         raise Exit(f"envkit: error: {option} {raw!r} is not a number of seconds (>= 0)", code=2)
     return value
 

@@ -15,7 +15,11 @@ from envkit.errors import (
     ConfigError,
     DaemonError,
     DockerUnavailable,
+    EndpointError,
     EnvkitError,
+    LockTimeout,
+    ServiceUnhealthy,
+    StackConflict,
     StateError,
 )
 
@@ -40,6 +44,54 @@ from envkit.errors import (
             BuildError("api", "exit code 3", ["Step 2/2 : RUN false"]),
             RuntimeError,
             ["'api' failed to build: exit code 3", "| Step 2/2 : RUN false"],
+        ),
+        (
+            ServiceUnhealthy(
+                "db", "TCP port 5432", 12.25, "not healthy within 10s", ["starting", "FATAL: bad config"]
+            ),
+            RuntimeError,
+            [
+                "service 'db' did not become healthy: not healthy within 10s",
+                "check: TCP port 5432",
+                "waited 12.2s",
+                "| starting\n  | FATAL: bad config",
+                "start_timeout",
+            ],
+        ),
+        (
+            ServiceUnhealthy("api", "HTTP GET /health on port 8000", 0.0, "its container stopped"),
+            RuntimeError,
+            ["service 'api'", "HTTP GET /health on port 8000", "its log is empty"],
+        ),
+        (
+            LockTimeout("/p/.envkit/lock", 120.0, "pid 4242 (python -m pytest, since 30s ago)"),
+            TimeoutError,
+            ["waited 120s", "/p/.envkit/lock", "held by pid 4242 (python -m pytest", "ENVKIT_LOCK_TIMEOUT"],
+        ),
+        (
+            StackConflict(
+                "demo-1234abcd",
+                ["service 'db' changed (image postgres:17; running: postgres:16)"],
+                ["pid 17 on box (python -m pytest, holding for 5s)", "a pin from `envkit up`"],
+            ),
+            RuntimeError,
+            [
+                "stack 'demo-1234abcd' is running with other inputs",
+                "- service 'db' changed (image postgres:17; running: postgres:16)",
+                "- pid 17 on box",
+                "- a pin from `envkit up`",
+                "envkit down --all",
+            ],
+        ),
+        (
+            EndpointError("db", 5433, "db:5432, web:8000"),
+            LookupError,
+            ["service 'db' port 5433 is not published", "published: db:5432, web:8000", "fix:"],
+        ),
+        (
+            EndpointError("redis", None, "none"),
+            LookupError,
+            ["service 'redis' is not published by this stack (published: none)"],
         ),
     ],
 )

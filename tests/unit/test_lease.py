@@ -1,0 +1,436 @@
+"""The holder registry and the state lock, with real processes (no Docker).
+
+Liveness rests on an flock that the kernel releases when a holder dies, and on
+the process start time, which catches a pid given to an unrelated process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from envkit import lease
+from envkit.errors import LockTimeout
+from envkit.lease import Holder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spawn(code: str, *args: str, close_fds: bool = True) -> subprocess.Popen[str]:
+    """A Python child running ``code``; it prints one line when it is ready, then sleeps."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        close_fds=close_fds,
+    )
+
+
+def ready(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line, f"the child exited early (code {proc.wait()})"
+    return line
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+REGISTER = """
+    import sys, time
+    from pathlib import Path
+    from envkit import lease
+    reg = lease.register(Path(sys.argv[1]), lease.new_holder("process"))
+    print(reg.path, flush=True)
+    time.sleep(120)
+"""
+
+# Opens and flocks every file named on the command line, like a holder would, then sleeps.
+FLOCK = """
+    import fcntl, os, sys, time
+    fds = [os.open(p, os.O_RDONLY) for p in sys.argv[1:]]
+    for fd in fds:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+SLEEP = """
+    import time
+    print("up", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[str]]:
+    """An unrelated live process (it never registered anything)."""
+    proc = spawn(SLEEP)
+    try:
+        ready(proc)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def write_record(state_dir: Path, holder: Holder) -> Path:
+    """A holder file written by hand (as left by some earlier process)."""
+    directory = state_dir / lease.HOLDERS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{holder.id}.json"
+    path.write_text(json.dumps(holder.to_json()))
+    return path
+
+
+def record(hid: str, pid: int, started: float | None) -> Holder:
+    return Holder(
+        id=hid,
+        kind="process",
+        pid=pid,
+        started=started,
+        host=socket.gethostname(),
+        command="python -m pytest",
+        since=time.time(),
+    )
+
+
+def ids(holders: list[Holder]) -> set[str]:
+    return {h.id for h in holders}
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+def test_new_holder_describes_this_process() -> None:
+    holder = lease.new_holder("process", services=("db", "api"), keep=True, ttl=30.0)
+    assert holder.pid == os.getpid()
+    assert holder.started == psutil.Process().create_time()
+    assert holder.host == socket.gethostname()
+    assert holder.services == ("db", "api") and holder.keep and holder.ttl == 30.0
+    assert holder.expires is None
+    assert lease.new_holder("process").id != holder.id
+    assert f"pid {os.getpid()}" in holder.describe()
+
+    pin = lease.new_holder("pin", expires=123.0)
+    assert pin.kind == "pin" and pin.pid is None and pin.started is None and pin.expires == 123.0
+    assert "envkit up" in pin.describe()
+
+
+def test_holder_json_round_trip() -> None:
+    holder = lease.new_holder("process", services=("db",), ttl=5.0)
+    data = json.loads(json.dumps(holder.to_json()))
+    assert data["services"] == ["db"]
+    assert Holder.from_json(data) == holder
+
+
+# --- process holders ------------------------------------------------------------------------------
+
+
+def test_holder_of_a_live_process_is_alive_and_dead_after_kill_9(state_dir: Path) -> None:
+    child = spawn(REGISTER, str(state_dir))
+    try:
+        path = Path(ready(child))
+        [(holder, found)] = lease.read_holders(state_dir)
+        assert found == path
+        assert holder.pid == child.pid and holder.kind == "process"
+        assert lease.is_alive(holder, path)
+        live, removed = lease.prune(state_dir)
+        assert ids(live) == {holder.id} and removed == []
+        assert path.exists()
+
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert not lease.is_alive(holder, path)
+        live, removed = lease.prune(state_dir)
+        assert live == []
+        assert removed == [holder]
+        assert not path.exists()
+        assert lease.read_holders(state_dir) == []
+    finally:
+        stop(child)
+
+
+def test_pid_reused_by_an_unrelated_process_is_pruned_even_with_the_flock_held(
+    state_dir: Path, sleeper: subprocess.Popen[str]
+) -> None:
+    """The record's pid is live and its file is locked, but the start time says it is another process."""
+    real_start = psutil.Process(sleeper.pid).create_time()
+    reused = write_record(state_dir, record("reused", sleeper.pid, real_start - 1.0))
+    genuine = write_record(state_dir, record("genuine", sleeper.pid, real_start))
+    # psutil derives start times from clock ticks: a hundredth of a second off is the same process
+    tick = write_record(state_dir, record("tick", sleeper.pid, real_start + 0.01))
+    paths = (reused, genuine, tick)
+    locker = spawn(FLOCK, *map(str, paths))  # e.g. a forked child that inherited the lock
+    try:
+        ready(locker)
+        assert all(lease._flock_taken(p) for p in paths)
+        live, removed = lease.prune(state_dir)
+        assert ids(removed) == {"reused"}
+        assert ids(live) == {"genuine", "tick"}
+        assert not reused.exists()
+        assert genuine.exists() and tick.exists()
+    finally:
+        stop(locker)
+
+
+def test_holder_whose_file_nobody_locks_is_dead_even_if_its_process_lives(
+    state_dir: Path, sleeper: subprocess.Popen[str]
+) -> None:
+    """The right pid and start time are not enough: the kernel-held flock is the proof of life."""
+    path = write_record(state_dir, record("unlocked", sleeper.pid, psutil.Process(sleeper.pid).create_time()))
+    holder = lease.read_holders(state_dir)[0][0]
+    assert not lease.is_alive(holder, path)
+    live, removed = lease.prune(state_dir)
+    assert live == [] and ids(removed) == {"unlocked"}
+    assert not path.exists()
+
+
+def test_a_live_holder_is_never_pruned_for_its_age(state_dir: Path, sleeper: subprocess.Popen[str]) -> None:
+    old = Holder(
+        **{
+            **record("ancient", sleeper.pid, psutil.Process(sleeper.pid).create_time()).to_json(),
+            "since": 1.0,  # 1970
+        }
+    )
+    path = write_record(state_dir, old)
+    locker = spawn(FLOCK, str(path))
+    try:
+        ready(locker)
+        now = time.time() + 10 * 365 * 86400.0  # and ten years on
+        assert lease.is_alive(old, path, now)
+        live, removed = lease.prune(state_dir, now)
+        assert ids(live) == {"ancient"} and removed == []
+        assert path.exists()
+    finally:
+        stop(locker)
+
+
+def test_this_process_registration_is_alive_until_dropped(state_dir: Path) -> None:
+    registration = lease.register(state_dir, lease.new_holder("process"))
+    try:
+        live, removed = lease.prune(state_dir)
+        assert ids(live) == {registration.holder.id} and removed == []
+    finally:
+        registration.drop()
+    assert not registration.path.exists()
+    assert lease.read_holders(state_dir) == []
+    registration.drop()  # idempotent
+
+
+def test_holder_on_another_host_is_judged_by_its_lock(state_dir: Path) -> None:
+    """Another host's pid means nothing here; only the lock on the shared file counts."""
+    remote = Holder(**{**record("remote", 999_999_999, 1.0).to_json(), "host": "some-other-host"})
+    path = write_record(state_dir, remote)
+    assert not lease.is_alive(remote, path)
+    locker = spawn(FLOCK, str(path))
+    try:
+        ready(locker)
+        assert lease.is_alive(remote, path)
+    finally:
+        stop(locker)
+
+
+# --- pins and corrupt files ------------------------------------------------------------------------
+
+
+def test_pin_without_expiry_lives_and_an_expired_pin_is_pruned(state_dir: Path) -> None:
+    forever = lease.new_holder("pin")
+    lapsed = lease.new_holder("pin", expires=time.time() - 1)
+    later = lease.new_holder("pin", expires=time.time() + 3600)
+    for holder in (forever, lapsed, later):
+        registration = lease.register(state_dir, holder)
+        assert registration.path.exists()
+        assert not lease._flock_taken(registration.path)  # a pin has no process to hold a lock
+
+    live, removed = lease.prune(state_dir)
+    assert ids(live) == {forever.id, later.id}
+    assert ids(removed) == {lapsed.id}
+    assert sorted(p.name for p in (state_dir / lease.HOLDERS).iterdir()) == sorted(
+        [f"{forever.id}.json", f"{later.id}.json"]
+    )
+    # the expiry is judged against the time given
+    live, removed = lease.prune(state_dir, now=time.time() + 7200)
+    assert ids(live) == {forever.id} and ids(removed) == {later.id}
+
+
+def test_pin_expiry_boundary() -> None:
+    pin = lease.new_holder("pin", expires=1000.0)
+    path = Path("/nonexistent/holder.json")  # a pin's liveness does not look at its file
+    assert lease.is_alive(pin, path, now=999.0)
+    assert not lease.is_alive(pin, path, now=1000.0)
+    assert not lease.is_alive(pin, path, now=1001.0)
+
+
+def test_remove_pins_removes_only_pins(state_dir: Path) -> None:
+    pin = lease.new_holder("pin")
+    lease.register(state_dir, pin)
+    registration = lease.register(state_dir, lease.new_holder("process"))
+    try:
+        removed = lease.remove_pins(state_dir)
+        assert removed == [pin]
+        [(holder, path)] = lease.read_holders(state_dir)
+        assert holder == registration.holder
+        assert lease.is_alive(holder, path)
+        assert lease.remove_pins(state_dir) == []
+    finally:
+        registration.drop()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", b'"a string"', b'{"id": "x"}', b"\xff\xfe\x00garbage", b""],
+    ids=["bad-json", "list", "string", "missing-fields", "not-utf8", "empty"],
+)
+def test_corrupt_holder_file_is_pruned(state_dir: Path, content: bytes) -> None:
+    directory = state_dir / lease.HOLDERS
+    directory.mkdir(parents=True)
+    path = directory / "deadbeef.json"
+    path.write_bytes(content)
+    [(holder, found)] = lease.read_holders(state_dir)
+    assert found == path
+    assert holder.id == "deadbeef" and holder.kind == "corrupt"
+    live, removed = lease.prune(state_dir)
+    assert live == [] and ids(removed) == {"deadbeef"}
+    assert not path.exists()
+
+
+def test_read_holders_without_a_directory(state_dir: Path) -> None:
+    assert lease.read_holders(state_dir) == []
+    assert lease.prune(state_dir) == ([], [])
+
+
+# --- how register writes the file ------------------------------------------------------------------
+
+
+def test_register_makes_the_file_visible_only_once_locked(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace = os.replace
+    renames: list[tuple[str, str, bool]] = []
+
+    def spy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        # the moment the file gets its visible name: it must already be complete and locked
+        renames.append((os.fspath(src), os.fspath(dst), lease._flock_taken(Path(src))))
+        assert json.loads(Path(src).read_text())["pid"] == os.getpid()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(lease.os, "replace", spy)
+    registration = lease.register(state_dir, lease.new_holder("process"))
+    monkeypatch.undo()
+    try:
+        [(src, dst, locked)] = renames
+        assert locked, "the holder file was renamed into place before it was locked"
+        assert not Path(src).name.endswith(".json")  # invisible to read_holders until renamed
+        assert Path(dst) == registration.path
+        directory = state_dir / lease.HOLDERS
+        assert [p.name for p in directory.iterdir()] == [registration.path.name]  # no .tmp left
+        assert lease._flock_taken(registration.path)
+        assert registration.path.stat().st_mode & 0o777 == 0o600
+        assert directory.stat().st_mode & 0o777 == 0o700
+    finally:
+        registration.drop()
+
+
+def test_register_leaves_nothing_behind_when_it_fails(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lease.os, "replace", broken)
+    with pytest.raises(OSError):
+        lease.register(state_dir, lease.new_holder("process"))
+    monkeypatch.undo()
+    assert list((state_dir / lease.HOLDERS).iterdir()) == []
+
+
+def test_lock_descriptor_is_not_inherited(state_dir: Path) -> None:
+    """A subprocess started while registered must not keep the holder alive after this process lets go."""
+    registration = lease.register(state_dir, lease.new_holder("process"))
+    child = None
+    try:
+        assert registration._fd is not None
+        assert not os.get_inheritable(registration._fd)
+        child = spawn(SLEEP, close_fds=False)
+        ready(child)
+        # this process lets go of the lock (as if it had died) while the child lives on
+        os.close(registration._fd)
+        registration._fd = None
+        assert not lease._flock_taken(registration.path)
+        live, removed = lease.prune(state_dir)
+        assert live == [] and ids(removed) == {registration.holder.id}
+    finally:
+        registration.drop()
+        if child is not None:
+            stop(child)
+
+
+# --- the state lock -------------------------------------------------------------------------------
+
+
+HOLD_LOCK = """
+    import sys, time
+    from pathlib import Path
+    from envkit import lease
+    with lease.state_lock(Path(sys.argv[1])):
+        print("locked", flush=True)
+        time.sleep(120)
+"""
+
+
+def test_state_lock_timeout_names_the_holder(state_dir: Path) -> None:
+    first = spawn(HOLD_LOCK, str(state_dir))
+    try:
+        ready(first)
+        with pytest.raises(LockTimeout) as caught, lease.state_lock(state_dir, timeout=1):
+            pytest.fail("took the lock while another process held it")
+        err = caught.value
+        assert f"pid {first.pid}" in err.holder
+        assert f"pid {first.pid}" in str(err)
+        assert err.path == state_dir / "lock"
+        assert err.seconds == 1
+        assert "ENVKIT_LOCK_TIMEOUT" in str(err)
+
+        first.send_signal(signal.SIGKILL)  # the kernel releases the lock of a dead process
+        first.wait()
+        with lease.state_lock(state_dir, timeout=30):
+            owner = json.loads((state_dir / "lock.owner").read_text())
+            assert owner["pid"] == os.getpid()
+    finally:
+        stop(first)
+
+
+def test_state_lock_owner_unknown_when_unrecorded(state_dir: Path) -> None:
+    state_dir.mkdir()
+    assert lease._lock_owner(state_dir) == "an unknown process"
+    (state_dir / "lock.owner").write_text("{torn")
+    assert lease._lock_owner(state_dir) == "an unknown process"
+
+
+def test_state_dir_is_private(state_dir: Path) -> None:
+    with lease.state_lock(state_dir, timeout=5):
+        pass
+    assert state_dir.stat().st_mode & 0o777 == 0o700
