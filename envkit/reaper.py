@@ -12,10 +12,10 @@ state directory itself is deleted.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +28,7 @@ from envkit.store import StackState, Store
 POLL = 0.5  # seconds between looks at the holders
 LOCK_FILE = "reaper.lock"
 LOG_FILE = "reaper.log"
-_SPAWNED: list[subprocess.Popen[bytes]] = []  # kept so that no Popen is collected while it runs
+_SPAWNED: list[int] = []  # pids of reapers this process started (reaped when they exit)
 
 
 def running(state_dir: Path) -> bool:
@@ -49,24 +49,33 @@ def running(state_dir: Path) -> bool:
 
 
 def spawn(state_dir: Path, stack_id: str) -> None:
-    """Start a reaper for the stack, detached from this process and its signals."""
-    for proc in list(_SPAWNED):  # collect reapers that have finished
-        if proc.poll() is not None:
-            _SPAWNED.remove(proc)
+    """Start a reaper for the stack, in its own session, detached from this process's signals.
+
+    ``posix_spawn`` rather than ``subprocess.Popen``: the reaper usually
+    outlives the call, and a Popen object left running warns when collected.
+    Finished reapers are reaped on the next spawn.
+    """
+    for pid in list(_SPAWNED):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                continue
+        _SPAWNED.remove(pid)
     package_parent = str(Path(envkit.__file__).resolve().parent.parent)
     pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
-    with open(state_dir / LOG_FILE, "ab") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "envkit.reaper", str(state_dir), stack_id],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-            close_fds=True,
-            cwd="/",
-            env={**os.environ, "PYTHONPATH": pythonpath},
-        )
-    _SPAWNED.append(proc)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"}
+    log_path = str(state_dir / LOG_FILE)
+    pid = os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-m", "envkit.reaper", str(state_dir), stack_id],
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+    _SPAWNED.append(pid)
 
 
 def _say(message: str) -> None:

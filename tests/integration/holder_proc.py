@@ -22,7 +22,9 @@ def main() -> int:
     parser.add_argument("--service", action="append", default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--ttl", type=float, default=None)
-    parser.add_argument("--hold", type=float, default=None, help="seconds to hold (default: until stdin closes)")
+    parser.add_argument(
+        "--hold", type=float, default=None, help="seconds to hold (default: until stdin closes)"
+    )
     parser.add_argument("--start-at", type=float, default=None, help="wall-clock time to start acquiring")
     args = parser.parse_args()
     if args.start_at is not None:

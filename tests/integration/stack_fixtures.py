@@ -72,7 +72,8 @@ class StackProject:
         self.project.write("images/bb/Dockerfile", f"FROM {self.project.base}\n")
         self.project.write(
             "envkit.toml",
-            f'[stack]\nname = "{self.project.stack}"\npull = "never"\n\n[images.bb]\n{extra_images}\n{services}',
+            f'[stack]\nname = "{self.project.stack}"\npull = "never"\n\n'
+            f"[images.bb]\n{extra_images}\n{services}",
         )
 
     @property
