@@ -277,6 +277,9 @@ class Stack:
         holder = lease.new_holder("process", services=tuple(wanted), keep=keep, ttl=ttl)
         with self._locked():
             state = self._prepare(wanted, holder.id)
+            state.hold_keep = state.hold_keep or keep
+            if ttl is not None:
+                state.hold_ttl = max(ttl, state.hold_ttl or 0.0)
             registration = lease.register(self.state_dir, holder)
             try:
                 state.idle_since = state.idle_until = None

@@ -55,6 +55,10 @@ class StackState:
     idle_since: float | None = None
     idle_until: float | None = None
     idle_keep: bool = False
+    # The longest stay asked for by any holder since the stack started: keep (until
+    # `envkit down`) or a TTL. It applies whoever leaves last.
+    hold_keep: bool = False
+    hold_ttl: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -159,14 +163,17 @@ class Store:
     def go_idle(self, state: StackState, leavers: list[lease.Holder], grace: float) -> int | None:
         """No holder is left (call under the lock): leave the stack up for a while, or tear it down.
 
-        It stays until ``envkit down`` if a leaver asked to keep it, for the
-        longest TTL a leaver asked for, or else for ``grace`` seconds; a stack
+        It stays until ``envkit down`` if any holder since it started asked to
+        keep it, for the longest TTL any of them asked for, or else for
+        ``grace`` seconds; a stack
         with a failed service (or a grace of 0) goes at once. Returns the
         number of containers removed, or None when the stack stays up.
         """
         now = time.time()
-        keep = any(h.keep for h in leavers)
+        keep = state.hold_keep or any(h.keep for h in leavers)
         ttls = [h.ttl for h in leavers if h.ttl is not None]
+        if state.hold_ttl is not None:
+            ttls.append(state.hold_ttl)
         failed = any(s.status == "failed" for s in state.services.values())
         if failed or (not keep and not ttls and grace == 0):
             return self.teardown()
