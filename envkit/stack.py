@@ -39,7 +39,14 @@ from envkit import build as build_mod
 from envkit import config as config_mod
 from envkit import lease, runtime
 from envkit.config import ServiceSpec, StackConfig
-from envkit.errors import ConfigError, EndpointError, EnvkitError, ServiceUnhealthy, StackConflict
+from envkit.errors import (
+    ConfigError,
+    EndpointError,
+    EnvkitError,
+    ServiceUnhealthy,
+    StackConflict,
+    StateError,
+)
 from envkit.progress import Progress, Silent
 from envkit.store import ServiceState, StackState, Store, inspect_ports
 
@@ -698,7 +705,10 @@ class Stack:
 
         if reaper.running(self.state_dir):
             return
-        reaper.spawn(self.state_dir, self.id)
+        try:
+            reaper.spawn(self.state_dir, self.id)
+        except OSError as err:
+            raise StateError(self.state_dir / reaper.LOG_FILE, f"cannot start the reaper: {err}") from None
 
     # -- release, down, status ------------------------------------------------------------------
 

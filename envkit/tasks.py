@@ -233,26 +233,31 @@ def status(c: Context, json: bool = False) -> None:
     if json:
         print(_json.dumps(info, indent=2))
         return
-    print(f"stack {info['stack']} ({'running' if info['running'] else 'not running'})")
+    print(f"stack {info['stack']}: {'running' if info['running'] else 'not running'} ({info['state_dir']})")
+    rows = [("SERVICE", "STATUS", "CONTAINER", "ENDPOINTS", "IMAGE")]
     for name, svc in info["services"].items():
-        endpoints = ", ".join(f"{p} -> {a}" for p, a in svc["endpoints"].items())
-        line = f"  {name:<16} {svc['status']:<9} {svc['container'] or '-'}"
-        print(
-            line + (f"  [{endpoints}]" if endpoints else "") + (f"  ({svc['error']})" if svc["error"] else "")
-        )
+        endpoints = ", ".join(f"{p}->{a}" for p, a in svc["endpoints"].items()) or "-"
+        rows.append((name, svc["status"], svc["container"] or "-", endpoints, svc["image"] or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[4])
+    for name, svc in info["services"].items():
+        if svc["error"]:
+            print(f"  {name} failed: {svc['error']}")
     holders = info["holders"]
     print(f"holders: {sum(h['alive'] for h in holders)} alive")
     for h in holders:
-        who = "pin (envkit up)" if h["kind"] == "pin" else f"pid {h['pid']} {h['command']}"
-        state = "alive" if h["alive"] else "dead"
-        print(f"  - {who}: {state}, holding for {h['age']:.0f}s")
+        if h["kind"] == "pin":
+            until = "until `envkit down`" if h["expires_in"] is None else f"{h['expires_in']:.0f}s left"
+            who = f"pin from `envkit up` ({until})"
+        else:
+            who = f"pid {h['pid']} on {h['host']}: {h['command']}"
+        print(f"  - {who}; {'alive' if h['alive'] else 'dead'}, holding for {h['age']:.0f}s")
     idle = info["idle"]
     if idle:
-        left = "until `envkit down`" if idle["keep"] else f"{idle['ttl_left']:.0f}s left"
-        print(f"idle for {idle['since']:.0f}s, kept up: {left}")
-    for name, svc in info["services"].items():
-        if svc["inputs"]:
-            print(f"  {name}: image {svc['image']}, inputs {svc['inputs'][:12]}")
+        left = "until `envkit down`" if idle["keep"] else f"for {idle['ttl_left']:.0f}s more"
+        print(f"no holder for {idle['since']:.0f}s; kept up {left}")
+    print(f"reaper: {'watching' if info['reaper'] else 'not running'}")
 
 
 ns = Collection(build, gc, up, down, status)
