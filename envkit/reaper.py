@@ -18,6 +18,7 @@ import fcntl
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import envkit
@@ -168,10 +169,13 @@ def main(argv: list[str]) -> int:
         try:
             done = reaper.step()
             failures = 0
-        except EnvkitError as err:  # the daemon is away, or the lock is busy: try again
+        except Exception as err:  # the daemon is away, the lock is busy, or worse: try again
             failures += 1
             if failures == 1 or failures % 120 == 0:
-                _say(f"will retry: {err}".splitlines()[0])
+                if isinstance(err, EnvkitError):
+                    _say(f"will retry: {err}".splitlines()[0])
+                else:
+                    _say("will retry after an unexpected error:\n" + traceback.format_exc())
             if failures > 7200:  # an hour of failures: give up rather than linger forever
                 _say("giving up")
                 return 1

@@ -13,6 +13,7 @@ does, so a no-op build never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -21,10 +22,12 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from envkit.errors import DaemonError, DockerUnavailable
+from envkit.errors import DaemonError, DockerUnavailable, StateError
+from envkit.fsutil import atomic_write_text, ensure_private_dir
 
 if TYPE_CHECKING:
     import docker
@@ -45,9 +48,8 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 class Daemon:
     """A connection to the daemon named by DOCKER_HOST (or the default socket).
 
-    Construction asks the daemon for its version and raises
-    :class:`DockerUnavailable` within :data:`CONNECT_TIMEOUT` seconds when it
-    does not answer.
+    Construction pings the daemon and raises :class:`DockerUnavailable` within
+    :data:`CONNECT_TIMEOUT` seconds when it does not answer.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -55,16 +57,57 @@ class Daemon:
         self._socket = _local_socket(self._environ)
         self._client: docker.APIClient | None = None
         self._client_lock = threading.Lock()  # build threads may ask for it at once
+        self._platform: str | None = None
+        self._server = ""
         if self._socket is None:
             info = self._connect_client()
+            self.api_version = str(info["ApiVersion"])
+            self._platform = _platform(info)
         else:
             try:
-                info = self._get("/version", timeout=CONNECT_TIMEOUT)
+                headers = self._ping()
             except DaemonError as err:
                 raise DockerUnavailable(err.detail) from None
-        self.api_version = str(info["ApiVersion"])
-        # The platform an image is built for unless its entry sets one.
-        self.platform = f"{info.get('Os', 'linux')}/{info.get('Arch', 'amd64')}"
+            self.api_version = headers.get("Api-Version") or str(self._version()["ApiVersion"])
+            self._server = headers.get("Server", "")
+
+    @property
+    def platform(self) -> str:
+        """The platform an image is built for unless its entry sets one (``os/arch``).
+
+        Asking ``/version`` costs more than a ping, so the answer is remembered
+        per socket and daemon version in the user's cache.
+        """
+        if self._platform is None:
+            cache = _PlatformCache(self._environ)
+            key = f"{self._socket}|{self._server}|{self.api_version}"
+            self._platform = cache.get(key) if self._server else None
+            if self._platform is None:
+                self._platform = _platform(self._version())
+                if self._server:
+                    cache.put(key, self._platform)
+        return self._platform
+
+    def _version(self) -> dict[str, Any]:
+        return dict(self._get("/version"))
+
+    def _ping(self) -> dict[str, str]:
+        """GET /_ping within CONNECT_TIMEOUT; the response headers."""
+        assert self._socket is not None
+        conn = _UnixHTTPConnection(self._socket, CONNECT_TIMEOUT)
+        try:
+            conn.request("GET", "/_ping", headers={"Host": "docker"})
+            response = conn.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise DaemonError(
+                f"cannot reach the daemon at unix://{self._socket}: {_first_line(err)}"
+            ) from None
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise DaemonError(f"GET /_ping answered {response.status}")
+        return {k.title(): v for k, v in response.getheaders()}
 
     @property
     def client(self) -> docker.APIClient:
@@ -152,6 +195,35 @@ class Daemon:
                 f"GET {path} answered {response.status}: {_first_line(body.decode(errors='replace'))}"
             )
         return json.loads(body)
+
+
+def _platform(info: Mapping[str, Any]) -> str:
+    return f"{info.get('Os', 'linux')}/{info.get('Arch', 'amd64')}"
+
+
+class _PlatformCache:
+    """``daemons.json`` in the user's cache: daemon (socket, Server header, API) -> platform."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        cache = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        self.path = cache / "envkit" / "daemons.json"
+
+    def _read(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> str | None:
+        return self._read().get(key)
+
+    def put(self, key: str, platform: str) -> None:
+        data = self._read()
+        data[key] = platform
+        with contextlib.suppress(StateError):  # a cache: failing to write it changes nothing
+            ensure_private_dir(self.path.parent)
+            atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from envkit import lease, runtime
+from envkit.fsutil import atomic_write_text
 
 log = logging.getLogger("envkit")
 
@@ -158,7 +159,12 @@ class Store:
         return state
 
     def save(self, state: StackState) -> None:
-        lease.write_json(self.path, state.to_json())
+        """Write the state (under the lock); a joiner that changed nothing writes nothing."""
+        text = json.dumps(state.to_json(), indent=1, sort_keys=True)
+        with contextlib.suppress(OSError):
+            if self.path.read_text(encoding="utf-8") == text:
+                return
+        atomic_write_text(self.path, text)
 
     def go_idle(self, state: StackState, leavers: list[lease.Holder], grace: float) -> int | None:
         """No holder is left (call under the lock): leave the stack up for a while, or tear it down.

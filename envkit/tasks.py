@@ -15,15 +15,18 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from invoke import Collection, Context, Exit, task
 
 from envkit import build as build_mod
 from envkit import config as config_mod
 from envkit import runtime
-from envkit import stack as stack_mod
 from envkit.errors import EnvkitError
 from envkit.progress import Lines, Progress, Silent
+
+if TYPE_CHECKING:
+    from envkit import stack as stack_mod
 
 
 @contextmanager
@@ -132,6 +135,8 @@ def _seconds(option: str, raw: str | None) -> float | None:
 
 
 def _stack(quiet: bool = True) -> stack_mod.Stack:
+    from envkit import stack as stack_mod  # not imported by `envkit build`
+
     config = config_mod.load()
     return stack_mod.Stack(config, runtime.Daemon(), _progress(quiet))
 

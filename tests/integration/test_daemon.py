@@ -149,3 +149,36 @@ def test_an_unwritable_state_dir_is_one_clear_error(project: Project) -> None:
     assert proc.returncode == 1
     assert f"envkit: error: cannot write {blocker / 'state'}" in proc.stderr
     assert "ENVKIT_STATE_DIR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_platform_is_asked_once_per_daemon_and_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ping opens the connection; /version is asked once, then the user's cache answers."""
+    environ = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    asked: list[str] = []
+    real_get = Daemon._get
+
+    def counting_get(self: Daemon, path: str, *args: object, **kwargs: object) -> object:
+        asked.append(path)
+        return real_get(self, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Daemon, "_get", counting_get)
+    first = Daemon(environ)
+    assert asked == []  # construction only pings
+    platform = first.platform
+    assert platform.startswith("linux/") and asked == ["/version"]
+    cached = json.loads((tmp_path / "cache" / "envkit" / "daemons.json").read_text())
+    assert list(cached.values()) == [platform]
+
+    second = Daemon(environ)
+    assert second.platform == platform
+    assert asked == ["/version"]  # answered from the cache
+
+    # A cache entry made for another daemon (another Server header) is not used.
+    (tmp_path / "cache" / "envkit" / "daemons.json").write_text(
+        json.dumps({k.replace("Docker/", "Docker/0.0-other-"): "linux/other" for k in cached})
+    )
+    third = Daemon(environ)
+    assert third.platform == platform
+    assert asked == ["/version", "/version"]
