@@ -9,11 +9,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from invoke import Collection, Context, Exit, task
 
+from envkit import shared_stack
 from envkit.tasks import ns as envkit_ns
+from envkit.tasks import user_errors
 
 ROOT = Path(__file__).resolve().parent
 # Tools run from the environment invoke itself runs in (the venv), whatever PATH says.
@@ -39,8 +42,13 @@ def rootfs(c: Context) -> None:
 
 @task(pre=[rootfs])
 def e2e(c: Context) -> None:
-    """Build the demo stack's images (cached by content key)."""
+    """Build the demo stack's images (cached by key), start its services once, check web answers."""
     envkit_ns["build"](c)
+    with user_errors(), shared_stack(ttl=0) as stack:
+        url = stack.url("web", 8000) + "/health"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read().decode().strip()
+        print(f"web answered {response.status} {body!r} at {url} (stack {stack.stack})")
 
 
 @task(help={"args": "extra arguments for pytest"})
