@@ -194,6 +194,16 @@ def is_alive(holder: Holder, path: Path, now: float | None = None) -> bool:
     return started < 0 or abs(started - holder.started) < _START_TOLERANCE  # else: a reused pid
 
 
+def holder_alive(state_dir: Path, holder_id: str) -> bool:
+    """Whether the holder with this id is registered and alive."""
+    path = state_dir / HOLDERS / f"{holder_id}.json"
+    try:
+        holder = Holder.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return is_alive(holder, path)
+
+
 def prune(state_dir: Path, now: float | None = None) -> tuple[list[Holder], list[Holder]]:
     """Remove dead holders' files; returns (live, removed). Call it under the state lock."""
     live, removed = [], []

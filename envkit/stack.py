@@ -467,7 +467,7 @@ class Stack:
             if svc.owner == me:
                 self._start(name, me)
                 return
-            if svc.owner is None or not self._holder_alive(svc.owner):
+            if svc.owner is None or not lease.holder_alive(self.state_dir, svc.owner):
                 self._take_over(name, svc.owner, me)
                 continue
             if not noted:
@@ -482,13 +482,6 @@ class Stack:
                     self._logs(svc.container),
                 )
             time.sleep(_POLL)
-
-    def _holder_alive(self, holder_id: str) -> bool:
-        path = self.state_dir / lease.HOLDERS / f"{holder_id}.json"
-        for holder, hpath in lease.read_holders(self.state_dir):
-            if hpath == path:
-                return lease.is_alive(holder, hpath)
-        return False
 
     def _take_over(self, name: str, previous: str | None, me: str) -> None:
         with self._locked():
