@@ -338,7 +338,7 @@ class Stack:
         return state
 
     def _sync(self, state: StackState, live: list[lease.Holder]) -> None:
-        """Forget services whose containers died or vanished; remove strays of this stack."""
+        """Forget services whose containers died, vanished or turned unhealthy; remove strays."""
         live_ids = {h.id for h in live}
         containers = {str(c["Id"]): c for c in self.store.containers()}
         stray = []
@@ -349,10 +349,15 @@ class Stack:
                 continue
             if svc.status == "starting" and svc.owner is not None:
                 svc.owner = None  # its starter died: the next holder to need it takes over
-            if c is None or c.get("State") != "running":
+            # Docker's own health check says unhealthy: restart it, unless others hold the stack.
+            unhealthy = c is not None and "(unhealthy)" in str(c.get("Status", "")) and not live
+            if c is None or c.get("State") != "running" or unhealthy:
                 if svc.status == "healthy":
                     log.warning(
-                        "envkit: service %r of stack %s stopped; it will be started again", name, self.id
+                        "envkit: service %r of stack %s is %s; it will be started again",
+                        name,
+                        self.id,
+                        "unhealthy" if unhealthy else "stopped",
                     )
                 if c is not None:
                     stray.append(str(c["Id"]))
