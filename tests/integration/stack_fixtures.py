@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -151,8 +150,12 @@ class StackProject:
         for proc in self.procs:
             with contextlib.suppress(OSError):
                 proc.kill()
-            with contextlib.suppress(Exception):
-                proc.communicate(timeout=10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
         for reaper in self.reapers():
             with contextlib.suppress(psutil.Error):
                 reaper.kill()
@@ -202,7 +205,3 @@ def make_stack_project(project: Project, client: docker.APIClient) -> Iterator[S
     finally:
         left = sp.cleanup()
     assert not left, f"the test left behind: {left}"
-
-
-def env_without_envkit() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ENVKIT_")}
