@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import envkit
 from integration.stack_fixtures import StackProject, read_line, release
 
 pytestmark = pytest.mark.docker
@@ -110,3 +111,37 @@ def test_a_broken_service_of_a_kept_stack_is_restarted_by_the_next_acquire(
     assert code == 0, err
     assert sp.cli("down").returncode == 0
     sp.wait_until(sp.gone, 15, "envkit down removes the kept stack")
+
+
+READY_FILE = """
+[services.worker]
+image = "bb"
+command = ["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 600"]
+healthcheck = { cmd = ["test", "-f", "/tmp/ready"] }
+start_timeout = 20
+
+[services.never]
+image = "bb"
+command = ["sleep", "600"]
+healthcheck = { cmd = ["sh", "-c", "echo not yet; exit 1"] }
+start_timeout = 2
+"""
+
+
+def test_a_cmd_check_runs_in_the_container_until_it_exits_0(
+    stack_project: StackProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sp = stack_project
+    sp.write_stack(READY_FILE)
+    monkeypatch.setenv("ENVKIT_ROOT", str(sp.root))
+    monkeypatch.setenv("ENVKIT_GRACE", str(sp.grace))
+    started = time.monotonic()
+    with envkit.shared_stack(services=["worker"]) as handle:
+        # healthy only once the file exists, a second after the start
+        assert time.monotonic() - started >= 1.0
+        assert handle.ports == {"worker": {}}
+    with pytest.raises(envkit.ServiceUnhealthy) as caught:
+        envkit.acquire(services=["never"])
+    assert caught.value.service == "never"
+    assert "exit code 1: not yet" in caught.value.reason
+    sp.wait_until(sp.gone, 15, "the stack goes")
