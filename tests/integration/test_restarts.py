@@ -6,6 +6,8 @@
 - A kept stack whose container has stopped, or turned unhealthy by its image's
   own HEALTHCHECK, gets a new container on the next acquire (when nobody else
   holds the stack); the other services are left as they are.
+- A ``cmd`` health check runs in the container until it exits 0; one that
+  never does is a ServiceUnhealthy whose reason carries the command's output.
 """
 
 from __future__ import annotations
