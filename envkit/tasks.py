@@ -222,7 +222,8 @@ def down(c: Context, all: bool = False, json: bool = False) -> None:
         )
         return
     if stopped:
-        print(f"stack {stack.id}: " + (f"stopped ({removed} containers removed)" if removed else "not running"))
+        outcome = f"stopped ({removed} containers removed)" if removed else "not running"
+        print(f"stack {stack.id}: {outcome}")
         return
     print(f"stack {stack.id} stays up: still held by")
     for holder in holders:
