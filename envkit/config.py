@@ -327,26 +327,38 @@ def _resolve_parents(images: dict[str, ImageSpec], err: _Err) -> dict[str, Image
                 )
         resolved[name] = ImageSpec(**{**spec.__dict__, "parents": parents, "externals": externals})
 
+    cycle = _find_cycle({name: spec.parents for name, spec in resolved.items()})
+    if cycle:
+        raise err(
+            f"images.{cycle[0]}",
+            f"the images build on each other in a cycle: {' -> '.join(cycle)}",
+            "make one of them start FROM an image outside the cycle",
+        )
+    return resolved
+
+
+def _find_cycle(edges: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """A cycle in the graph (``[a, b, a]``), or an empty list; every edge must name a node."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
-    def visit(name: str, path: list[str]) -> None:
+    def visit(name: str, path: list[str]) -> list[str]:
         if state.get(name) == 2:
-            return
+            return []
         if state.get(name) == 1:
-            cycle = " -> ".join([*path[path.index(name) :], name])
-            raise err(
-                f"images.{name}",
-                f"the images build on each other in a cycle: {cycle}",
-                "make one of them start FROM an image outside the cycle",
-            )
+            return [*path[path.index(name) :], name]
         state[name] = 1
-        for parent in resolved[name].parents:
-            visit(parent, [*path, name])
+        for target in edges[name]:
+            found = visit(target, [*path, name])
+            if found:
+                return found
         state[name] = 2
+        return []
 
-    for name in resolved:
-        visit(name, [])
-    return resolved
+    for name in edges:
+        found = visit(name, [])
+        if found:
+            return found
+    return []
 
 
 def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) -> ServiceSpec:
@@ -482,25 +494,13 @@ def _check_depends_on(services: Mapping[str, ServiceSpec], err: _Err) -> None:
                     f"{dep!r} is not a service of this stack ({', '.join(sorted(services))})",
                     "name a [services] entry, or remove it",
                 )
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = " -> ".join([*path[path.index(name) :], name])
-            raise err(
-                f"services.{name}.depends_on",
-                f"the services depend on each other in a cycle: {cycle}",
-                "remove one of the depends_on entries in the cycle",
-            )
-        state[name] = 1
-        for dep in services[name].depends_on:
-            visit(dep, [*path, name])
-        state[name] = 2
-
-    for name in services:
-        visit(name, [])
+    cycle = _find_cycle({name: spec.depends_on for name, spec in services.items()})
+    if cycle:
+        raise err(
+            f"services.{cycle[0]}.depends_on",
+            f"the services depend on each other in a cycle: {' -> '.join(cycle)}",
+            "remove one of the depends_on entries in the cycle",
+        )
 
 
 _REFERENCE = re.compile(

@@ -183,7 +183,7 @@ def is_alive(holder: Holder, path: Path, now: float | None = None) -> bool:
         return holder.expires is None or (now or time.time()) < holder.expires
     if holder.kind != "process" or holder.pid is None:
         return False
-    if not _flock_taken(path):
+    if not flock_taken(path):
         return False  # the kernel released it: the process is gone
     if holder.host != socket.gethostname():
         return True  # the lock is all we can see of another host's process
@@ -235,7 +235,8 @@ def remove_all(state_dir: Path) -> None:
             path.unlink()
 
 
-def _flock_taken(path: Path) -> bool:
+def flock_taken(path: Path) -> bool:
+    """Whether a live process holds an flock on ``path`` (False when it does not exist)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

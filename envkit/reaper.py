@@ -13,7 +13,6 @@ state directory itself is deleted.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import sys
@@ -34,19 +33,7 @@ _SPAWNED: list[int] = []  # pids of reapers this process started (reaped when th
 
 def running(state_dir: Path) -> bool:
     """Whether a reaper watches the stack of ``state_dir`` (it holds the reaper lock)."""
-    try:
-        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as err:
-        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
-    finally:
-        os.close(fd)
-    return False
+    return lease.flock_taken(state_dir / LOCK_FILE)
 
 
 def spawn(state_dir: Path, stack_id: str) -> None:

@@ -186,7 +186,7 @@ def test_pid_reused_by_an_unrelated_process_is_pruned_even_with_the_flock_held(
     locker = spawn(FLOCK, *map(str, paths))  # e.g. a forked child that inherited the lock
     try:
         ready(locker)
-        assert all(lease._flock_taken(p) for p in paths)
+        assert all(lease.flock_taken(p) for p in paths)
         live, removed = lease.prune(state_dir)
         assert ids(removed) == {"reused"}
         assert ids(live) == {"genuine", "tick"}
@@ -263,7 +263,7 @@ def test_pin_without_expiry_lives_and_an_expired_pin_is_pruned(state_dir: Path) 
     for holder in (forever, lapsed, later):
         registration = lease.register(state_dir, holder)
         assert registration.path.exists()
-        assert not lease._flock_taken(registration.path)  # a pin has no process to hold a lock
+        assert not lease.flock_taken(registration.path)  # a pin has no process to hold a lock
 
     live, removed = lease.prune(state_dir)
     assert ids(live) == {forever.id, later.id}
@@ -333,7 +333,7 @@ def test_register_makes_the_file_visible_only_once_locked(
 
     def spy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         # the moment the file gets its visible name: it must already be complete and locked
-        renames.append((os.fspath(src), os.fspath(dst), lease._flock_taken(Path(src))))
+        renames.append((os.fspath(src), os.fspath(dst), lease.flock_taken(Path(src))))
         assert json.loads(Path(src).read_text())["pid"] == os.getpid()
         real_replace(src, dst)
 
@@ -347,7 +347,7 @@ def test_register_makes_the_file_visible_only_once_locked(
         assert Path(dst) == registration.path
         directory = state_dir / lease.HOLDERS
         assert [p.name for p in directory.iterdir()] == [registration.path.name]  # no .tmp left
-        assert lease._flock_taken(registration.path)
+        assert lease.flock_taken(registration.path)
         assert registration.path.stat().st_mode & 0o777 == 0o600
         assert directory.stat().st_mode & 0o777 == 0o700
     finally:
@@ -379,7 +379,7 @@ def test_lock_descriptor_is_not_inherited(state_dir: Path) -> None:
         # this process lets go of the lock (as if it had died) while the child lives on
         os.close(registration._fd)
         registration._fd = None
-        assert not lease._flock_taken(registration.path)
+        assert not lease.flock_taken(registration.path)
         live, removed = lease.prune(state_dir)
         assert live == [] and ids(removed) == {registration.holder.id}
     finally:
