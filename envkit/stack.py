@@ -690,11 +690,6 @@ class Stack:
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         return text.splitlines()[-lines:]
 
-    def logs(self, service: str, lines: int = 50) -> list[str]:
-        """The last ``lines`` lines of a running service's log."""
-        found = self.store.containers(service)
-        return self._logs(str(found[0]["Id"]) if found else None, lines)
-
     # -- the reaper ---------------------------------------------------------------------------
 
     def _ensure_reaper(self) -> None:
