@@ -23,6 +23,7 @@ from pathlib import Path
 import envkit
 from envkit import lease, runtime
 from envkit.errors import EnvkitError
+from envkit.stack import DEFAULT_GRACE, env_seconds
 from envkit.store import StackState, Store
 
 POLL = 0.5  # seconds between looks at the holders
@@ -77,6 +78,7 @@ class Reaper:
         self.stack_id = stack_id
         self._store: Store | None = None
         self.lock_timeout = 30.0
+        self.grace = env_seconds("ENVKIT_GRACE", DEFAULT_GRACE) or 0.0
 
     @property
     def store(self) -> Store:
@@ -108,10 +110,7 @@ class Reaper:
                     _say(f"no state file and no holder: removed {removed_count} container(s)")
                 return self._finish()
             if state.idle_since is None:  # every holder died without leaving
-                from envkit.stack import DEFAULT_GRACE, env_seconds
-
-                grace = env_seconds("ENVKIT_GRACE", DEFAULT_GRACE) or 0.0
-                gone = self.store.go_idle(state, leavers, grace)
+                gone = self.store.go_idle(state, leavers, self.grace)
                 if gone is None:
                     _say(f"every holder is gone ({len(leavers)} died without leaving): the stack is idle")
                     return False
@@ -148,7 +147,14 @@ def main(argv: list[str]) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another reaper watches this stack (or the state directory is gone)
+    # Everything a teardown needs is imported now: the checkout or virtualenv envkit runs
+    # from may be gone by the time the stack is torn down.
+    import docker.errors  # noqa: F401
+    import requests  # noqa: F401
+
     reaper = Reaper(state_dir, stack_id, fd)
+    with contextlib.suppress(Exception):  # one round trip loads what requests loads lazily
+        reaper.store.daemon.client.ping()
     _say(f"watching stack {stack_id}")
     failures = 0
     while True:

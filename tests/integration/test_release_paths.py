@@ -1,4 +1,8 @@
-"""A holder releases the stack itself when it ends by SIGTERM, by Ctrl-C, or by exiting without release.
+"""How a stack ends: its holder releases it, or the reaper notices that no holder is left.
+
+A holder releases the stack itself when it ends by SIGTERM, by Ctrl-C, or by
+exiting without release; a SIGKILLed one is the reaper's job, even when the
+checkout and the packages the reaper runs from are deleted meanwhile.
 
 The proof that the process released (rather than the reaper noticing its
 death) is the reaper's log: the reaper writes "died without leaving" only
@@ -7,12 +11,23 @@ when it finds that every holder died without releasing.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import certifi
+import charset_normalizer
+import docker
+import idna
+import psutil
 import pytest
+import requests
+import urllib3
 
+import envkit
 from integration.stack_fixtures import StackProject, read_line
 
 pytestmark = pytest.mark.docker
@@ -62,3 +77,51 @@ def test_a_killed_holder_is_noticed_by_the_reaper(stack_project: StackProject) -
     proc.communicate(timeout=30)
     sp.wait_until(sp.gone, 15, "the reaper removes the stack")
     assert DIED in reaper_log(sp), reaper_log(sp)
+
+
+def test_the_reaper_tears_down_after_its_checkout_and_packages_are_deleted(
+    stack_project: StackProject, tmp_path: Path
+) -> None:
+    """CI wipes the workspace (checkout and virtualenv) while a stack is still up: the reaper copes.
+
+    The reaper here runs from a copy of envkit and of its third-party packages, which is
+    deleted before the teardown; whatever the teardown needs must already be loaded.
+    """
+    sp = stack_project
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    for module in (envkit, docker, requests, urllib3, idna, certifi, charset_normalizer, psutil):
+        source = Path(module.__file__ or "").parent
+        shutil.copytree(source, packages / source.name)
+    for dist in Path(docker.__file__ or "").parent.parent.glob("*.dist-info"):
+        shutil.copytree(dist, packages / dist.name)  # package metadata some imports read
+
+    holder = sp.holder("--service", "web")
+    read_line(holder)
+    for reaper in sp.reapers():  # replace the reaper the holder started by one run from the copy
+        reaper.kill()
+    sp.wait_until(lambda: not sp.reapers(), 10, "the holder's reaper is gone")  # a zombie has no cmdline
+    env = {**sp.env(), "PYTHONPATH": str(packages)}
+    log = (sp.state_dir / "reaper.log").open("ab")
+    try:
+        reaper = subprocess.Popen(
+            [sys.executable, "-S", "-m", "envkit.reaper", str(sp.state_dir), sp.stack_id],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        sp.procs.append(reaper)  # type: ignore[arg-type]
+        sp.wait_until(
+            lambda: "watching" in reaper_log(sp).split("reaper[")[-1], 30, "the copied reaper starts"
+        )
+        time.sleep(1)  # it has made its first round trip to the daemon
+        shutil.rmtree(packages)
+        holder.kill()
+        holder.communicate(timeout=30)
+        sp.wait_until(sp.gone, 15, "the reaper removes the stack")
+        assert reaper.wait(15) == 0, reaper_log(sp)
+    finally:
+        log.close()
+    assert "unexpected error" not in reaper_log(sp), reaper_log(sp)
