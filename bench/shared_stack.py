@@ -70,6 +70,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from build_noop import remove_stack  # noqa: E402  (bench/: images labelled for a stack, children first)
 from conftest import import_busybox  # noqa: E402  (tests/conftest.py: busybox rootfs -> docker import)
 
 from envkit import build as build_mod  # noqa: E402
@@ -850,7 +851,7 @@ class Bench:
             if containers or networks:
                 clean = False
                 say(f"  removed {len(containers)} leftover container(s), {len(networks)} network(s)")
-            removed = remove_images(self.client, self.name)
+            removed = remove_stack(self.client, self.name)
             images = self.client.images(all=True, filters={"label": f"{runtime.LABEL_STACK}={self.name}"})
             say(
                 f"  removed {removed} image(s) labelled {runtime.LABEL_STACK}={self.name}; {len(images)} left"
@@ -870,26 +871,6 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
         say(f"  removed {self.tmp}")
         return clean
-
-
-def remove_images(client: docker.APIClient, stack: str) -> int:
-    """Remove every image labelled envkit.stack=<stack> (the base and the built one), children first."""
-    removed = 0
-    for _ in range(6):
-        images = client.images(all=True, filters={"label": f"{runtime.LABEL_STACK}={stack}"})
-        images = [i for i in images if (i.get("Labels") or {}).get(runtime.LABEL_STACK) == stack]
-        if not images:
-            break
-        for image in sorted(images, key=lambda i: i.get("Created", 0), reverse=True):
-            try:
-                client.remove_image(image["Id"], force=True)
-                removed += 1
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as err:  # a child still uses it: next pass
-                if err.status_code != 409:
-                    raise
-    return removed
 
 
 def main() -> int:

@@ -93,18 +93,7 @@ class Daemon:
 
     def _ping(self) -> dict[str, str]:
         """GET /_ping within CONNECT_TIMEOUT; the response headers."""
-        assert self._socket is not None
-        conn = _UnixHTTPConnection(self._socket, CONNECT_TIMEOUT)
-        try:
-            conn.request("GET", "/_ping", headers={"Host": "docker"})
-            response = conn.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException) as err:
-            raise DaemonError(
-                f"cannot reach the daemon at unix://{self._socket}: {_first_line(err)}"
-            ) from None
-        finally:
-            conn.close()
+        response, _ = self._request("/_ping", CONNECT_TIMEOUT)
         if response.status != 200:
             raise DaemonError(f"GET /_ping answered {response.status}")
         return {k.title(): v for k, v in response.getheaders()}
@@ -171,23 +160,26 @@ class Daemon:
         self._client.timeout = REQUEST_TIMEOUT
         return info
 
-    def _get(
-        self, path: str, query: Mapping[str, str] | None = None, *, timeout: float = REQUEST_TIMEOUT
-    ) -> Any:
-        """GET over the local socket; the decoded JSON, or None for a 404."""
+    def _request(self, url: str, timeout: float) -> tuple[http.client.HTTPResponse, bytes]:
+        """GET ``url`` over the local socket: the response and its body (DaemonError if unreachable)."""
         assert self._socket is not None
-        url = path + (f"?{urlencode(query)}" if query else "")
         conn = _UnixHTTPConnection(self._socket, timeout)
         try:
             conn.request("GET", url, headers={"Host": "docker"})
             response = conn.getresponse()
-            body = response.read()
+            return response, response.read()
         except (OSError, http.client.HTTPException) as err:
             raise DaemonError(
                 f"cannot reach the daemon at unix://{self._socket}: {_first_line(err)}"
             ) from None
         finally:
             conn.close()
+
+    def _get(
+        self, path: str, query: Mapping[str, str] | None = None, *, timeout: float = REQUEST_TIMEOUT
+    ) -> Any:
+        """GET over the local socket; the decoded JSON, or None for a 404."""
+        response, body = self._request(path + (f"?{urlencode(query)}" if query else ""), timeout)
         if response.status == 404:
             return None
         if response.status >= 400:
