@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from envkit import recipe as recipe_mod
 from envkit import runtime
 from envkit.config import ImageSpec, StackConfig
 from envkit.digest import Hasher, Inputs, StatCache, explain, image_inputs, short_key, split_entry
 from envkit.dockerfile import parse as parse_dockerfile
-from envkit.errors import BaseImageError, BuildError, ConfigError, EnvkitError
+from envkit.errors import BaseImageError, BuildError, ConfigError, EnvkitError, ImageMissing
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 from envkit.progress import Progress, Silent
 
@@ -133,10 +134,16 @@ def ensure(
     pull: str | None = None,
     progress: Progress | None = None,
     jobs: int = 4,
+    build: bool = True,
 ) -> list[ImageResult]:
-    """Make every selected image present under its content-addressed tag."""
+    """Make every selected image present under its content-addressed tag.
+
+    With ``build=False`` a missing image is an error instead of a build.
+    """
     with runtime.daemon_errors():
-        return _ensure(config, daemon, names=names, pull=pull, progress=progress or Silent(), jobs=jobs)
+        return _ensure(
+            config, daemon, names=names, pull=pull, progress=progress or Silent(), jobs=jobs, build=build
+        )
 
 
 def _ensure(
@@ -147,6 +154,7 @@ def _ensure(
     pull: str | None,
     progress: Progress,
     jobs: int,
+    build: bool = True,
 ) -> list[ImageResult]:
     the_plan = plan(config, daemon, names=names, pull=pull, progress=progress)
     present = _present_keys(daemon, config.name)
@@ -164,6 +172,8 @@ def _ensure(
             results[name] = ImageResult(name, inputs.key, tag, "built", reasons=reasons)
             progress.note(name, "rebuilding: " + "; ".join(reasons))
             misses.append(name)
+    if misses and not build:
+        raise ImageMissing(misses, "; ".join(results[misses[0]].reasons))
     if misses:
         _build_misses(
             the_plan,
@@ -258,13 +268,16 @@ def _build_one(
                 runtime.LABEL_IMAGE: name,
                 runtime.LABEL_KEY: inputs.key,
             }
-            text = parse_dockerfile(spec.dockerfile_text).rewrite(
-                spec.args,
-                {parent: the_plan.tag(parent) for parent in spec.parents},
-                labels=labels,
-                target=spec.target,
-            )
-            image_id = _docker_build(daemon, spec, inputs=inputs, dockerfile_text=text, progress=progress)
+            if spec.recipe is not None:
+                image_id = recipe_mod.build(daemon, name, spec.recipe, labels, progress)
+            else:
+                text = parse_dockerfile(spec.dockerfile_text).rewrite(
+                    spec.args,
+                    {parent: the_plan.tag(parent) for parent in spec.parents},
+                    labels=labels,
+                    target=spec.target,
+                )
+                image_id = _docker_build(daemon, spec, inputs=inputs, dockerfile_text=text, progress=progress)
             repository, _, tag = result.tag.rpartition(":")
             daemon.client.tag(image_id, repository, tag)
     result.seconds = time.monotonic() - started

@@ -18,6 +18,8 @@ from typing import Any
 
 from envkit import dockerfile as dockerfile_mod
 from envkit.errors import ConfigError
+from envkit.recipe import Recipe
+from envkit.recipe import parse as parse_recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,7 +30,7 @@ STACK_FILE = "envkit.toml"
 PULL_POLICIES = ("missing", "always", "never")
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _STACK_KEYS = {"name", "pull"}
-_IMAGE_KEYS = {"context", "dockerfile", "args", "target", "platform"}
+_IMAGE_KEYS = {"context", "dockerfile", "recipe", "args", "target", "platform"}
 _TOP_KEYS = {"stack", "images", "services"}
 _SERVICE_KEYS = {"image", "ports", "environment", "command", "depends_on", "healthcheck", "start_timeout"}
 DEFAULT_START_TIMEOUT = 60.0  # seconds a service may take to become healthy
@@ -50,6 +52,9 @@ class ImageSpec:
     platform: str | None
     parents: tuple[str, ...]  # other images of this stack it builds on
     externals: tuple[str, ...]  # image references from outside the stack
+    # A Debian recipe (see envkit.recipe) instead of a Dockerfile: ``dockerfile``
+    # and ``dockerfile_text`` are then the recipe's path and text.
+    recipe: Recipe | None = None
 
 
 @dataclass(frozen=True)
@@ -137,21 +142,29 @@ class StackConfig:
 def find_root(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The project root: ENVKIT_ROOT, else the nearest directory upward holding a stack file."""
     env = os.environ if environ is None else environ
+    name = stack_file_name(env)
     if env.get("ENVKIT_ROOT"):
         root = Path(env["ENVKIT_ROOT"]).resolve()
-        if _stack_file(root) is None:
+        if _stack_file(root, name) is None:
             raise ConfigError(
                 root,
                 "",
-                f"ENVKIT_ROOT points at {root}, which holds no {STACK_FILE} "
-                "and no pyproject.toml with [tool.envkit]",
+                f"ENVKIT_ROOT points at {root}, which holds no {name}"
+                + (" and no pyproject.toml with [tool.envkit]" if name == STACK_FILE else ""),
                 "point ENVKIT_ROOT at your project's root, or unset it",
             )
         return root
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
-        if _stack_file(directory) is not None:
+        if _stack_file(directory, name) is not None:
             return directory
+    if name != STACK_FILE:
+        raise ConfigError(
+            here,
+            "ENVKIT_CONFIG",
+            f"no {name} here or in any parent directory",
+            "set ENVKIT_CONFIG to the name of a stack file at your project's root, or unset it",
+        )
     raise ConfigError(
         here,
         "",
@@ -160,10 +173,26 @@ def find_root(start: Path | None = None, environ: Mapping[str, str] | None = Non
     )
 
 
-def _stack_file(directory: Path) -> Path | None:
-    candidate = directory / STACK_FILE
+def stack_file_name(environ: Mapping[str, str] | None = None) -> str:
+    """The stack file's name: ENVKIT_CONFIG (e.g. ``envkit.alpine.toml``), else ``envkit.toml``."""
+    env = os.environ if environ is None else environ
+    name = env.get("ENVKIT_CONFIG", "").strip() or STACK_FILE
+    if "/" in name or not name.endswith(".toml"):
+        raise ConfigError(
+            "environment",
+            "ENVKIT_CONFIG",
+            f"{name!r} is not the name of a .toml file",
+            "set it to a stack file's name at the project root, e.g. ENVKIT_CONFIG=envkit.alpine.toml",
+        )
+    return name
+
+
+def _stack_file(directory: Path, name: str = STACK_FILE) -> Path | None:
+    candidate = directory / name
     if candidate.is_file():
         return candidate
+    if name != STACK_FILE:
+        return None
     pyproject = directory / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -179,9 +208,10 @@ def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     """Find, parse and validate the stack file."""
     env = os.environ if environ is None else environ
     root = find_root(None, env) if root is None else Path(root).resolve()
-    file = _stack_file(root)
+    name = stack_file_name(env)
+    file = _stack_file(root, name)
     if file is None:
-        raise ConfigError(root, "", f"no {STACK_FILE} here", f"create {STACK_FILE} (see the README)")
+        raise ConfigError(root, "", f"no {name} here", f"create {name} (see the README)")
     try:
         data: dict[str, Any] = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
@@ -190,7 +220,12 @@ def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError(file, "", "not UTF-8 text", "save the file as UTF-8") from None
     prefix = ""
     if file.name == "pyproject.toml":
-        data = data["tool"]["envkit"]
+        tool = data.get("tool")
+        if not isinstance(tool, dict) or "envkit" not in tool:
+            raise ConfigError(
+                file, "tool.envkit", "there is no [tool.envkit] table", "add one, or name envkit.toml"
+            )
+        data = tool["envkit"]
         prefix = "tool.envkit."
         if not isinstance(data, dict):
             raise ConfigError(file, "tool.envkit", "must be a table", "write [tool.envkit.stack] ...")
@@ -231,7 +266,10 @@ def _parse(
     _check_depends_on(services, err)
     _check_env_names(services, err)
 
-    state_dir = Path(env["ENVKIT_STATE_DIR"]) if env.get("ENVKIT_STATE_DIR") else root / ".envkit"
+    # Each stack file of a checkout has its own state: envkit.toml in .envkit/,
+    # envkit.alpine.toml in .envkit-alpine/.
+    default = ".envkit" if file.name in (STACK_FILE, "pyproject.toml") else f".envkit-{_variant(file.name)}"
+    state_dir = Path(env["ENVKIT_STATE_DIR"]) if env.get("ENVKIT_STATE_DIR") else root / default
     return StackConfig(
         name=name,
         root=root,
@@ -241,6 +279,11 @@ def _parse(
         images=images,
         services=services,
     )
+
+
+def _variant(file_name: str) -> str:
+    stem = file_name.removesuffix(".toml")
+    return stem.removeprefix("envkit.") or stem
 
 
 def _image(name: str, entry: dict[str, Any], root: Path, err: _Err) -> ImageSpec:
@@ -255,6 +298,8 @@ def _image(name: str, entry: dict[str, Any], root: Path, err: _Err) -> ImageSpec
             f"the build context {context} is not a directory",
             "create it, or set context to the directory holding the image's files",
         )
+    if "recipe" in entry:
+        return _recipe_image(name, entry, context, err)
     dockerfile_value = entry.get("dockerfile", "Dockerfile")
     if not isinstance(dockerfile_value, str):
         raise err(key + ".dockerfile", "must be a string path", 'write dockerfile = "Dockerfile"')
@@ -308,6 +353,42 @@ def _image(name: str, entry: dict[str, Any], root: Path, err: _Err) -> ImageSpec
         platform=platform,
         parents=refs,  # split into parents/externals by _resolve_parents
         externals=(),
+    )
+
+
+def _recipe_image(name: str, entry: dict[str, Any], context: Path, err: _Err) -> ImageSpec:
+    key = f"images.{name}"
+    for other in ("dockerfile", "args", "target"):
+        if other in entry:
+            raise err(
+                f"{key}.{other}",
+                "an image made from a recipe has no Dockerfile, build args or target",
+                f"remove {other}, or remove recipe to build from a Dockerfile",
+            )
+    value = entry["recipe"]
+    if not isinstance(value, str):
+        raise err(key + ".recipe", "must be a string path", 'write recipe = "recipe.toml"')
+    path = (context / value).resolve()
+    if not path.is_file():
+        raise err(key + ".recipe", f"no recipe at {path}", "create it (see the README), or correct the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise err(key + ".recipe", f"{path} is not UTF-8 text", "save it as UTF-8") from None
+    platform = entry.get("platform")
+    if platform is not None:
+        raise err(key + ".platform", "a recipe is built for the daemon's own platform", "remove platform")
+    return ImageSpec(
+        name=name,
+        context=context,
+        dockerfile=path,
+        dockerfile_text=text,
+        args={},
+        target=None,
+        platform=None,
+        parents=(),
+        externals=(),
+        recipe=parse_recipe(path, text, key),
     )
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envkit import recipe as recipe_mod
 from envkit.config import ImageSpec
 from envkit.errors import ConfigError
 from envkit.fsutil import atomic_write_text, ensure_private_dir
@@ -34,6 +35,7 @@ from envkit.fsutil import atomic_write_text, ensure_private_dir
 KEY_SCHEMA = 1
 # The builder decides what an image is made of; a switch of builder must change every key.
 BUILDER = "docker-classic-via-docker-py/1"
+RECIPE_BUILDER = recipe_mod.BUILDER  # images made from a Debian recipe (mmdebstrap + docker import)
 TAG_KEY_LENGTH = 16
 _CHUNK = 1 << 20
 _PARALLEL_MIN_BYTES = 256 << 10
@@ -363,6 +365,7 @@ def image_inputs(
     parents: Mapping[str, str],
 ) -> Inputs:
     return Inputs(
+        builder=RECIPE_BUILDER if spec.recipe is not None else BUILDER,
         dockerfile=hashlib.sha256(spec.dockerfile_text.encode("utf-8")).hexdigest(),
         args=dict(spec.args),
         target=spec.target,
@@ -383,7 +386,7 @@ def explain(old: Inputs | None, new: Inputs, *, limit: int = 10) -> list[str]:
     if (old.schema, old.builder) != (new.schema, new.builder):
         reasons.append(f"the key schema or builder changed ({old.builder} -> {new.builder})")
     if old.dockerfile != new.dockerfile:
-        reasons.append("the Dockerfile changed")
+        reasons.append("the recipe changed" if new.builder == RECIPE_BUILDER else "the Dockerfile changed")
     reasons += _diff_map("build arg", old.args, new.args)
     if old.target != new.target:
         reasons.append(f"target changed: {old.target} -> {new.target}")

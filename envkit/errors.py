@@ -86,27 +86,55 @@ class BaseImageError(EnvkitError, LookupError):
         self.detail = detail
 
     def __str__(self) -> str:
+        if self.detail.startswith("pulling it failed"):
+            fix = (
+                f"make its registry reachable (`docker pull {self.reference}` shows why it is not), "
+                "or make it present locally (`docker load`, `docker import`)"
+            )
+        else:
+            fix = (
+                "make it present locally (`docker load`, `docker import`, or a build), "
+                "or allow pulling it with `--pull missing`"
+            )
         return (
             f"image {self.image!r}: base image {self.reference!r} is not available: "
-            f"{self.detail}\n"
-            "  fix: make it present locally (`docker load`, `docker import`, or a build), "
-            "or allow pulling it with `--pull missing`"
+            f"{self.detail}\n  fix: {fix}"
         )
 
 
 class BuildError(EnvkitError, RuntimeError):
     """``docker build`` failed; ``build_log`` holds the tail of its output."""
 
-    def __init__(self, image: str, reason: str, build_log: Sequence[str] = ()) -> None:
-        super().__init__(image, reason, list(build_log))
+    def __init__(self, image: str, reason: str, build_log: Sequence[str] = (), fix: str = "") -> None:
+        super().__init__(image, reason, list(build_log), fix)
         self.image = image
         self.reason = reason
         self.build_log = list(build_log)
+        self.fix = fix
 
     def __str__(self) -> str:
         tail = "".join(f"\n  | {line}" for line in self.build_log)
-        return f"image {self.image!r} failed to build: {self.reason}" + (
-            f"\n  last lines of the build log:{tail}" if tail else ""
+        return (
+            f"image {self.image!r} failed to build: {self.reason}"
+            + (f"\n  last lines of the build log:{tail}" if tail else "")
+            + (f"\n  fix: {self.fix}" if self.fix else "")
+        )
+
+
+class ImageMissing(EnvkitError, LookupError):
+    """Images are not built, and building was turned off (``--envkit-no-build``)."""
+
+    def __init__(self, images: Sequence[str], reason: str) -> None:
+        super().__init__(list(images), reason)
+        self.images = list(images)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"image{'s' if len(self.images) > 1 else ''} {', '.join(self.images)} "
+            f"{'are' if len(self.images) > 1 else 'is'} not built ({self.reason}), "
+            "and building is turned off\n"
+            "  fix: build first (`envkit build` or `invoke build`), or drop --envkit-no-build"
         )
 
 

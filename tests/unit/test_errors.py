@@ -17,6 +17,7 @@ from envkit.errors import (
     DockerUnavailable,
     EndpointError,
     EnvkitError,
+    ImageMissing,
     LockTimeout,
     ServiceUnhealthy,
     StackConflict,
@@ -40,6 +41,11 @@ from envkit.errors import (
         ),
         (DaemonError("500 Server Error"), RuntimeError, ["failed a request: 500 Server Error", "fix:"]),
         (BaseImageError("api", "alpine:3", "not present"), LookupError, ["'api'", "alpine:3", "fix:"]),
+        (
+            ImageMissing(["base", "api"], "no earlier build of this image is recorded here"),
+            LookupError,
+            ["images base, api are not built", "building is turned off", "--envkit-no-build"],
+        ),
         (
             BuildError("api", "exit code 3", ["Step 2/2 : RUN false"]),
             RuntimeError,
@@ -112,3 +118,14 @@ def test_daemon_errors_become_one_envkit_error(raised: Exception) -> None:
     with pytest.raises(DaemonError) as caught, runtime.daemon_errors():
         raise raised
     assert str(raised).splitlines()[0] in str(caught.value)
+
+
+def test_base_image_error_fix_fits_the_failure() -> None:
+    failed_pull = str(BaseImageError("api", "python:3-alpine", "pulling it failed: no such host"))
+    assert "docker pull python:3-alpine" in failed_pull
+    assert "--pull missing" not in failed_pull  # it was pulled, and that failed
+    missing = str(
+        BaseImageError("api", "python:3-alpine", "not present locally, and the pull policy is 'never'")
+    )
+    assert "--pull missing" in missing
+    assert "docker pull" not in missing

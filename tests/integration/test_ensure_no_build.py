@@ -1,0 +1,85 @@
+"""``ensure(..., build=False)`` (``--envkit-no-build``, ``envkit e2e --no-build``) against the real daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+from conftest import Project
+
+import envkit.build
+from envkit import runtime
+from envkit.config import load
+from envkit.errors import ImageMissing
+
+pytestmark = pytest.mark.docker
+
+
+class Counted:
+    """A daemon whose ``build`` calls are counted."""
+
+    def __init__(self, daemon: runtime.Daemon) -> None:
+        self.daemon = daemon
+        self.builds = 0
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counted]:
+    daemon = runtime.Daemon()
+    the_counted = Counted(daemon)
+    original = daemon.client.build
+
+    def counting_build(*args: Any, **kwargs: Any) -> Any:
+        the_counted.builds += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(daemon.client, "build", counting_build)
+    yield the_counted
+    daemon.close()
+
+
+def stack_images(client: docker.APIClient, stack: str) -> list[str]:
+    return sorted(i["Id"] for i in client.images(filters={"label": f"{runtime.LABEL_STACK}={stack}"}))
+
+
+def make_project(project: Project) -> None:
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.base]\n\n[images.child]\n')
+    project.write("images/base/Dockerfile", f"FROM {project.base}\nCOPY . /base/\n")
+    project.write("images/base/a.txt", "alpha\n")
+    project.write("images/child/Dockerfile", "FROM base\nCOPY . /child/\n")
+    project.write("images/child/c.txt", "charlie\n")
+
+
+def test_no_build_fails_on_a_missing_image_and_builds_nothing(
+    project: Project, counted: Counted, docker_client: docker.APIClient
+) -> None:
+    make_project(project)
+    with pytest.raises(ImageMissing) as caught:
+        envkit.build.ensure(load(project.root), counted.daemon, build=False)
+    err = caught.value
+    assert err.images == ["base", "child"]
+    assert "base, child" in str(err) and "not built" in str(err)
+    assert counted.builds == 0
+    assert stack_images(docker_client, project.stack) == []
+
+    # built once, the same call finds everything cached
+    built = envkit.build.ensure(load(project.root), counted.daemon)
+    assert [r.status for r in built] == ["built", "built"]
+    assert counted.builds == 2
+    present = stack_images(docker_client, project.stack)
+    cached = envkit.build.ensure(load(project.root), counted.daemon, build=False)
+    assert [(r.image, r.status) for r in cached] == [("base", "cached"), ("child", "cached")]
+    assert [r.tag for r in cached] == [r.tag for r in built]
+    assert counted.builds == 2
+
+    # a changed child is missing; only it is named, and still nothing is built
+    project.write("images/child/c.txt", "charlie, edited\n")
+    with pytest.raises(ImageMissing) as caught:
+        envkit.build.ensure(load(project.root), counted.daemon, build=False)
+    assert caught.value.images == ["child"]
+    assert "file changed: c.txt" in caught.value.reason
+    assert "image child is not built" in str(caught.value)
+    assert counted.builds == 2
+    assert stack_images(docker_client, project.stack) == present

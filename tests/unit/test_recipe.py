@@ -1,0 +1,379 @@
+"""Debian recipes: validation, the mmdebstrap command line, import changes, and build failures.
+
+The build failures run a fake ``mmdebstrap`` (a shell script put first on PATH);
+none of them gets as far as the Docker daemon, so no daemon is passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envkit import recipe
+from envkit.errors import BuildError, ConfigError
+
+GOOD = """\
+[debian]
+suite = "bookworm"
+variant = "apt"
+snapshot = "20240101T000000Z"
+sources = [
+    "deb http://snapshot.debian.org/archive/debian/{snapshot} bookworm main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+]
+exclude_paths = ["/usr/share/doc/*", "/usr/share/man/*"]
+
+[packages]
+redis-server = "5:7.0.15-1~deb12u1"
+libc6 = "2.36-9+deb12u4"
+ca-certificates = "*"
+
+[image]
+env = { LANG = "C.UTF-8", GREETING = "hello world" }
+cmd = ["/bin/sh", "-c", "echo hi"]
+workdir = "/srv/app"
+"""
+
+MINIMAL = '[debian]\nsuite = "trixie"\nsources = ["deb http://deb.debian.org/debian trixie main"]\n'
+
+
+def parse(text: str, file: Path = Path("/p/images/base/recipe.toml")) -> recipe.Recipe:
+    return recipe.parse(file, text, "images.base")
+
+
+class Notes:
+    """A Progress that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.logs: list[str] = []
+        self.notes: list[str] = []
+
+    def log(self, image: str, line: str) -> None:
+        self.logs.append(line)
+
+    def note(self, image: str, message: str) -> None:
+        self.notes.append(message)
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def test_good_recipe_is_read_into_its_fields() -> None:
+    r = parse(GOOD)
+    assert r.file == Path("/p/images/base/recipe.toml")
+    assert r.suite == "bookworm"
+    assert r.variant == "apt"
+    assert r.snapshot == "20240101T000000Z"
+    assert r.sources[0].endswith("/{snapshot} bookworm main")  # substituted only in the command
+    assert r.exclude_paths == ("/usr/share/doc/*", "/usr/share/man/*")
+    assert dict(r.packages) == {
+        "redis-server": "5:7.0.15-1~deb12u1",
+        "libc6": "2.36-9+deb12u4",
+        "ca-certificates": "*",
+    }
+    assert dict(r.env) == {"LANG": "C.UTF-8", "GREETING": "hello world"}
+    assert r.cmd == ("/bin/sh", "-c", "echo hi")
+    assert r.workdir == "/srv/app"
+
+
+def test_minimal_recipe_gets_defaults() -> None:
+    r = parse(MINIMAL)
+    assert r.variant == "minbase"
+    assert r.snapshot is None and r.source_date_epoch() is None
+    assert r.exclude_paths == () and dict(r.packages) == {}
+    assert dict(r.env) == {} and r.cmd == () and r.workdir is None
+
+
+R = "/p/images/base/recipe.toml"
+# (recipe text, the key the error must name, words its message must contain)
+BAD = [
+    ("[debian\nsuite = 1", "", "not valid TOML"),
+    ('[debain]\nsuite = "x"\n', "debain", "unknown table"),
+    ('[packages]\nfoo = "1"\n', "debian", "missing or not a table"),
+    ('debian = "bookworm"\n', "debian", "missing or not a table"),
+    ('[debian]\nsources = ["deb x"]\n', "debian.suite", "missing or not a string"),
+    ('[debian]\nsuite = 12\nsources = ["deb x"]\n', "debian.suite", "missing or not a string"),
+    ('[debian]\nsuite = "bookworm"\nmirror = "x"\nsources = ["deb x"]\n', "debian.mirror", "unknown key"),
+    (
+        '[debian]\nsuite = "bookworm"\nvariant = "tiny"\nsources = ["deb x"]\n',
+        "debian.variant",
+        "'tiny' is not an mmdebstrap variant",
+    ),
+    (
+        '[debian]\nsuite = "bookworm"\nsnapshot = "2024-01-01"\nsources = ["deb x"]\n',
+        "debian.snapshot",
+        "'2024-01-01' is not a timestamp",
+    ),
+    (
+        '[debian]\nsuite = "bookworm"\nsnapshot = 20240101\nsources = ["deb x"]\n',
+        "debian.snapshot",
+        "is not a timestamp",
+    ),
+    ('[debian]\nsuite = "bookworm"\nsources = []\n', "debian.sources", "no package source"),
+    ('[debian]\nsuite = "bookworm"\n', "debian.sources", "no package source"),
+    ('[debian]\nsuite = "bookworm"\nsources = "deb x"\n', "debian.sources", "list of strings"),
+    (
+        '[debian]\nsuite = "bookworm"\nsources = ["deb http://s/{snapshot} bookworm main"]\n',
+        "debian.sources",
+        "{snapshot} but no snapshot",
+    ),
+    (
+        '[debian]\nsuite = "bookworm"\nsources = ["deb x"]\nexclude_paths = "/usr/share/doc"\n',
+        "debian.exclude_paths",
+        "list of strings",
+    ),
+    (MINIMAL + '[packages]\nRedis_Server = "1.0"\n', "packages.Redis_Server", "not a Debian package name"),
+    (MINIMAL + '[packages]\nx = "1.0"\n', "packages.x", "not a Debian package name"),
+    (MINIMAL + '[packages]\nredis = "7.0 beta"\n', "packages.redis", "'7.0 beta' is not a version"),
+    (MINIMAL + "[packages]\nredis = 7\n", "packages.redis", "7 is not a version"),
+    (MINIMAL + '[packages]\nredis = ""\n', "packages.redis", "is not a version"),
+    (MINIMAL + '[image]\nentrypoint = ["sh"]\n', "image.entrypoint", "unknown key"),
+    (MINIMAL + "[image]\nenv = { N = 1 }\n", "image.env", "table of one-line strings"),
+    (MINIMAL + '[image]\nenv = ["A=1"]\n', "image.env", "table of one-line strings"),
+    (MINIMAL + '[image]\ncmd = "sh"\n', "image.cmd", "list of strings"),
+    (MINIMAL + '[image]\nworkdir = "app"\n', "image.workdir", "'app' is not an absolute path"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "words"), BAD, ids=[f"{b[1] or 'toml'}|{b[2]}" for b in BAD])
+def test_bad_recipe_is_a_config_error_naming_the_file_and_key(text: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    err = caught.value
+    assert err.file == Path(R)
+    assert err.key == key
+    message = str(err)
+    assert words in message
+    assert message.startswith(R)  # names the recipe file
+    assert "fix: " in message
+
+
+def test_syntax_error_fix_names_the_image_entry() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("[debian\n")
+    assert "images.base.recipe" in caught.value.fix
+
+
+def test_bad_version_fix_says_how_to_find_the_version() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(MINIMAL + '[packages]\nredis-server = "latest!"\n')
+    assert "apt-cache policy redis-server" in caught.value.fix
+
+
+@pytest.mark.parametrize("variant", ["extract", "essential", "minbase", "buildd", "important"])
+def test_every_mmdebstrap_variant_is_accepted(variant: str) -> None:
+    assert parse(MINIMAL + f'variant = "{variant}"\n').variant == variant
+
+
+@pytest.mark.parametrize(
+    ("table", "text"),
+    [
+        ("debian.snapshot", '[debian]\nsuite = "b"\nsnapshot = "20240101T000000Z\\n"\nsources = ["deb x"]\n'),
+        ("debian.snapshot", '[debian]\nsuite = "b"\nsnapshot = "20241301T000000Z"\nsources = ["deb x"]\n'),
+        ("packages.redis", MINIMAL + '[packages]\nredis = "7.0\\n"\n'),
+        ("packages.redis\n", MINIMAL + '[packages]\n"redis\\n" = "7.0"\n'),
+    ],
+    ids=[
+        "snapshot-trailing-newline",
+        "snapshot-month-13",
+        "version-trailing-newline",
+        "name-trailing-newline",
+    ],
+)
+def test_values_that_only_look_valid_are_rejected(table: str, text: str) -> None:
+    """A value the validators let through must be usable: ``$`` also matches before a final newline,
+    and a snapshot that is no real time makes ``source_date_epoch`` raise ValueError at build time."""
+    with pytest.raises(ConfigError) as caught:
+        parse(text).source_date_epoch()  # the build's first use of the snapshot
+    assert caught.value.key == table
+
+
+# --- what is derived from a recipe ------------------------------------------------------------------
+
+
+def test_includes_pin_each_package_and_star_takes_the_current_one() -> None:
+    assert parse(GOOD).includes() == [
+        "redis-server=5:7.0.15-1~deb12u1",
+        "libc6=2.36-9+deb12u4",
+        "ca-certificates",
+    ]
+    assert parse(MINIMAL).includes() == []
+
+
+def test_command_line_for_mmdebstrap() -> None:
+    out = Path("/tmp/x/rootfs.tar")
+    cmd = parse(GOOD).command("/usr/bin/mmdebstrap", out)
+    assert cmd[0] == "/usr/bin/mmdebstrap"
+    # mmdebstrap's positional arguments: SUITE TARGET MIRROR..., the {snapshot} substituted
+    assert cmd[-4:] == [
+        "bookworm",
+        str(out),
+        "deb http://snapshot.debian.org/archive/debian/20240101T000000Z bookworm main",
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]
+    options = cmd[1:-4]
+    assert all(o.startswith("--") for o in options)
+    assert "--variant=apt" in options
+    assert "--format=tar" in options
+    assert "--include=redis-server=5:7.0.15-1~deb12u1,libc6=2.36-9+deb12u4,ca-certificates" in options
+    excludes = [o for o in options if o.startswith("--dpkgopt=")]
+    assert excludes == ["--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*"]
+
+
+def test_command_line_without_packages_or_excludes() -> None:
+    cmd = parse(MINIMAL).command("mmdebstrap", Path("/o.tar"))
+    assert not any(a.startswith(("--include", "--dpkgopt")) for a in cmd)
+    assert "--variant=minbase" in cmd
+    assert cmd[-3:] == ["trixie", "/o.tar", "deb http://deb.debian.org/debian trixie main"]
+
+
+def test_import_changes_quote_env_cmd_and_labels() -> None:
+    changes = parse(GOOD).changes({"envkit.stack": "demo", "envkit.key": 'k"1'})
+    assert changes == [
+        'ENV GREETING="hello world"',
+        'ENV LANG="C.UTF-8"',
+        'CMD ["/bin/sh", "-c", "echo hi"]',
+        "WORKDIR /srv/app",
+        'LABEL "envkit.key"="k\\"1"',
+        'LABEL "envkit.stack"="demo"',
+    ]
+    assert json.loads(changes[2].removeprefix("CMD ")) == ["/bin/sh", "-c", "echo hi"]
+
+
+def test_import_changes_of_a_minimal_recipe_are_only_labels() -> None:
+    assert parse(MINIMAL).changes({"envkit.stack": "s"}) == ['LABEL "envkit.stack"="s"']
+
+
+@pytest.mark.parametrize("snapshot", ["20240101T000000Z", "20261125T123456Z", "19991231T235959Z"])
+def test_source_date_epoch_is_the_snapshot_in_utc(snapshot: str) -> None:
+    r = parse(MINIMAL + f'snapshot = "{snapshot}"\n')
+    expected = datetime.strptime(snapshot, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+    assert r.source_date_epoch() == int(expected)
+
+
+# --- build failures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def popens(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[str]]]:
+    """The processes ``recipe.build`` starts; their pipes are closed at the end of the test.
+
+    (So that a pipe ``build`` leaves open fails only the test that checks for it, not
+    whichever later test the garbage collector happens to run in.)
+    """
+    started: list[subprocess.Popen[str]] = []
+
+    class Recording(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(recipe.subprocess, "Popen", Recording)
+    yield started
+    for proc in started:
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, popens: list[subprocess.Popen[str]]) -> Path:
+    """A directory that is first on PATH, for a fake mmdebstrap."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ.get('PATH', '')}")
+    return directory
+
+
+def fake_mmdebstrap(directory: Path, body: str) -> Path:
+    script = directory / "mmdebstrap"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return script
+
+
+RECIPE_FILE = Path("/p/images/base/recipe.toml")
+
+
+def test_missing_mmdebstrap_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(BuildError) as caught:
+        recipe.build(None, "base", parse(GOOD), {}, Notes())
+    err = caught.value
+    assert err.image == "base"
+    assert "apt-get install mmdebstrap" in str(err)
+    assert str(RECIPE_FILE) in str(err)
+
+
+def test_a_pinned_version_gone_from_the_mirror_asks_for_a_relock(fake_bin: Path) -> None:
+    fake_mmdebstrap(
+        fake_bin,
+        'echo "I: running apt-get update..."\n'
+        "echo \"E: Version '1.0' for 'foo' was not found\"\n"
+        "echo \"E: Version '2:3.4-5' for 'libbar1' was not found\"\n"
+        "exit 1\n",
+    )
+    progress = Notes()
+    r = parse(MINIMAL + '[packages]\nfoo = "1.0"\nlibbar1 = "2:3.4-5"\n')
+    with pytest.raises(BuildError) as caught:
+        recipe.build(None, "base", r, {}, progress)
+    err = caught.value
+    message = str(err)
+    assert "foo 1.0" in message and "libbar1 2:3.4-5" in message
+    assert "re-locked" in message
+    assert str(RECIPE_FILE) in message
+    assert "envkit relock --image base" in message
+    assert "E: Version '1.0' for 'foo' was not found" in err.build_log
+    assert progress.logs[0] == "I: running apt-get update..."  # the output was streamed
+
+
+def test_mmdebstrap_failure_reports_exit_code_and_output_tail(fake_bin: Path) -> None:
+    fake_mmdebstrap(
+        fake_bin,
+        'i=1; while [ $i -le 40 ]; do echo "line $i"; echo; i=$((i+1)); done\n'
+        'echo "epoch=$SOURCE_DATE_EPOCH"\n'
+        'echo "args=$*"\n'
+        "exit 2\n",
+    )
+    progress = Notes()
+    with pytest.raises(BuildError) as caught:
+        recipe.build(None, "base", parse(GOOD), {}, progress)
+    err = caught.value
+    assert "exit code 2" in err.reason
+    assert len(err.build_log) == recipe.LOG_TAIL  # the tail only; blank lines are dropped
+    assert err.build_log[-3] == "line 40"
+    assert "line 12" not in err.build_log
+    assert err.build_log[-2] == "epoch=1704067200"  # SOURCE_DATE_EPOCH from the snapshot
+    include = "--include=redis-server=5:7.0.15-1~deb12u1,libc6=2.36-9+deb12u4,ca-certificates"
+    assert include in err.build_log[-1]  # the command line it was given
+    assert "line 40" in str(err)
+    assert len(progress.logs) == 42  # every non-blank line went to the progress
+
+
+def test_no_snapshot_leaves_source_date_epoch_alone(fake_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    fake_mmdebstrap(fake_bin, 'echo "epoch=${SOURCE_DATE_EPOCH-unset}"\nexit 3\n')
+    with pytest.raises(BuildError) as caught:
+        recipe.build(None, "base", parse(MINIMAL), {}, Notes())
+    assert caught.value.build_log == ["epoch=unset"]
+    assert "exit code 3" in caught.value.reason
+
+
+def test_build_closes_the_pipe_it_reads_mmdebstrap_from(
+    fake_bin: Path, popens: list[subprocess.Popen[str]]
+) -> None:
+    fake_mmdebstrap(fake_bin, "echo working\nexit 2\n")
+    with pytest.raises(BuildError):
+        recipe.build(None, "base", parse(MINIMAL), {}, Notes())
+    [proc] = popens
+    assert proc.returncode == 2
+    assert proc.stdout is not None
+    assert proc.stdout.closed, "recipe.build leaves mmdebstrap's stdout pipe open (a ResourceWarning)"
