@@ -13,6 +13,11 @@ declared dead for its age.
 A *pin* made by ``envkit up`` has no process: it lives until ``envkit down``,
 or until the time it was given runs out.
 
+A *session* pin holds the stack for another process: the pytest-xdist
+controller, on whose behalf its first worker to need the stack registers it.
+It lives exactly as long as that process (pid plus start time), and that
+process removes it when its session ends.
+
 Every change to the registry or the stack's state happens under the state
 lock (an ``flock`` on ``lock``); :func:`state_lock` names the process holding
 it when it times out.
@@ -49,7 +54,9 @@ class Holder:
     """One holder of the stack, as recorded in its holder file."""
 
     id: str
-    kind: str  # "process" (a live process) or "pin" (envkit up: until envkit down or expiry)
+    # "process" (a live process holding its file's flock), "pin" (envkit up: until envkit
+    # down or expiry) or "session" (for as long as the process pid/started lives)
+    kind: str
     pid: int | None
     started: float | None  # the process's start time (psutil create_time)
     host: str
@@ -80,6 +87,8 @@ class Holder:
                 else f"for {self.expires - time.time():.0f}s more"
             )
             return f"a pin from `envkit up` ({age:.0f}s old, {until})"
+        if self.kind == "session":
+            return f"the test session of pid {self.pid} on {self.host} ({self.command}, for {age:.0f}s)"
         return f"pid {self.pid} on {self.host} ({self.command}, holding for {age:.0f}s)"
 
 
@@ -106,6 +115,32 @@ def new_holder(
         ttl=ttl,
         expires=expires,
     )
+
+
+def session_holder(
+    pid: int, started: float, command: str, *, keep: bool = False, ttl: float | None = None
+) -> Holder:
+    """A pin that lives as long as process ``pid`` (started at ``started``): a test session's.
+
+    Its id is derived from the process, so every worker registering it for the
+    same session writes the same file.
+    """
+    return Holder(
+        id=f"session-{pid}-{round(started * 100)}",
+        kind="session",
+        pid=pid,
+        started=started,
+        host=socket.gethostname(),
+        command=command[:120],
+        since=time.time(),
+        keep=keep,
+        ttl=ttl,
+    )
+
+
+def process_start_time(pid: int) -> float | None:
+    """psutil's start time of ``pid`` (None when there is no such process)."""
+    return _create_time(pid)
 
 
 class Registration:
@@ -181,9 +216,9 @@ def is_alive(holder: Holder, path: Path, now: float | None = None) -> bool:
     """Whether the holder still holds: its flock is taken and its process is the one recorded."""
     if holder.kind == "pin":
         return holder.expires is None or (now or time.time()) < holder.expires
-    if holder.kind != "process" or holder.pid is None:
+    if holder.kind not in ("process", "session") or holder.pid is None:
         return False
-    if not flock_taken(path):
+    if holder.kind == "process" and not flock_taken(path):
         return False  # the kernel released it: the process is gone
     if holder.host != socket.gethostname():
         return True  # the lock is all we can see of another host's process

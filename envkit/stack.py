@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -168,13 +169,16 @@ class Lease:
     def holder(self) -> lease.Holder:
         return self.registration.holder
 
-    def release(self) -> None:
+    def release(self, *, grace: float | None = None, keep: bool = False) -> None:
+        """Let go of the stack. If no one else holds it, it stays up for ``grace`` seconds
+        (ENVKIT_GRACE by default), or until `envkit down` with ``keep``, or for a TTL
+        asked for when it was acquired; then it goes."""
         with self._lock:
             if self._released:
                 return
             self._released = True
         _ACTIVE.discard(self)
-        self.stack.release(self.registration)
+        self.stack.release(self.registration, grace=grace, keep=keep)
 
 
 _ACTIVE: set[Lease] = set()
@@ -277,16 +281,31 @@ class Stack:
         return self.config.service_order(list(services))
 
     def acquire(
-        self, services: Sequence[str] | None, *, keep: bool = False, ttl: float | None = None
+        self,
+        services: Sequence[str] | None,
+        *,
+        keep: bool = False,
+        ttl: float | None = None,
+        session: lease.Holder | None = None,
+        build: bool = True,
     ) -> Lease:
+        """Hold the stack, starting what ``services`` need; see :func:`acquire`.
+
+        ``session`` is a session pin (:func:`envkit.lease.session_holder`) to
+        register along with this holder unless it already is: the stack is then
+        held for as long as that process lives, or until :meth:`end_session`.
+        ``build=False`` fails with ImageMissing instead of building an image.
+        """
         wanted = self.wanted(services)
-        self._inputs = self._service_inputs(wanted)
+        self._inputs = self._service_inputs(wanted, build=build)
         holder = lease.new_holder("process", services=tuple(wanted), keep=keep, ttl=ttl)
         with self._locked():
             state = self._prepare(wanted, holder.id)
             state.hold_keep = state.hold_keep or keep
             if ttl is not None:
                 state.hold_ttl = max(ttl, state.hold_ttl or 0.0)
+            if session is not None and not lease.holder_alive(self.state_dir, session.id):
+                lease.register(self.state_dir, session)
             registration = lease.register(self.state_dir, holder)
             try:
                 state.idle_since = state.idle_until = None
@@ -405,14 +424,14 @@ class Stack:
                 ) from None
         state.network = self.id
 
-    def _service_inputs(self, wanted: list[str]) -> dict[str, tuple[str, str, str]]:
+    def _service_inputs(self, wanted: list[str], build: bool = True) -> dict[str, tuple[str, str, str]]:
         """Ensure every wanted service's image (built if needed) and hash each service's inputs."""
         services = [self.config.services[n] for n in wanted]
         stack_images = sorted({s.image for s in services if s.image in self.config.images})
         tags = {}
         if stack_images:
             for result in build_mod.ensure(
-                self.config, self.daemon, names=stack_images, progress=self.progress
+                self.config, self.daemon, names=stack_images, progress=self.progress, build=build
             ):
                 tags[result.image] = result.tag
         out = {}
@@ -705,7 +724,9 @@ class Stack:
 
     # -- release, down, status ------------------------------------------------------------------
 
-    def release(self, registration: lease.Registration) -> None:
+    def release(
+        self, registration: lease.Registration, *, grace: float | None = None, keep: bool = False
+    ) -> None:
         """Drop a holder; the last one out starts the grace (or TTL) after which the stack goes."""
         try:
             with self._locked():
@@ -714,10 +735,42 @@ class Stack:
                 live, removed = lease.prune(self.state_dir)
                 if state is None or live:
                     return
-                if self.store.go_idle(state, [registration.holder, *removed], self.grace) is None:
+                leaver = dataclasses.replace(registration.holder, keep=registration.holder.keep or keep)
+                wait = self.grace if grace is None else grace
+                if self.store.go_idle(state, [leaver, *removed], wait) is None:
                     self._ensure_reaper()
         finally:
             registration.drop()
+
+    def end_session(self, holder_id: str, *, keep: bool = False) -> tuple[str, list[lease.Holder]]:
+        """Remove a session pin at the end of its session: the stack goes now unless others hold
+        it, or ``keep`` (or a keep or TTL asked for while it ran) keeps it up.
+
+        Returns what happened (``"absent"``, ``"held"``, ``"stopped"`` or ``"kept"``) and the
+        holders still holding.
+        """
+        path = self.state_dir / lease.HOLDERS / f"{holder_id}.json"
+        if not path.exists():
+            return "absent", []
+        with self._locked():
+            found = [h for h, p in lease.read_holders(self.state_dir) if h.id == holder_id]
+            path.unlink(missing_ok=True)
+            state = self._load()
+            live, removed = lease.prune(self.state_dir)
+            if not found or state is None:
+                return "absent", live
+            if live:
+                return "held", live
+            leaver = dataclasses.replace(found[0], keep=found[0].keep or keep)
+            if self.store.go_idle(state, [leaver, *removed], 0.0) is None:
+                self._ensure_reaper()
+                return "kept", []
+            return "stopped", []
+
+    def service_logs(self, name: str, lines: int = 20) -> list[str]:
+        """The last ``lines`` lines of a running service's log (empty when it has no container)."""
+        containers = [c for c in self.store.containers(name) if c.get("State") == "running"]
+        return self._logs(str(containers[0]["Id"]), lines) if containers else []
 
     def pin(self, ttl: float | None) -> lease.Holder:
         """Add an ``envkit up`` pin: holds the stack until ``envkit down`` (or for ``ttl`` seconds)."""
