@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The tests and the demo make their base image from Debian's static busybox.
+# The tests make their base image from Debian's static busybox; the demo stack's
+# base is a Debian rootfs made by mmdebstrap (images/base/recipe.toml).
+SYSTEM_PACKAGES := busybox-static mmdebstrap
 system-deps:
-	@dpkg -s busybox-static >/dev/null 2>&1 || { \
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
 	  else \
-	    echo "envkit needs Debian's busybox-static: sudo apt-get install busybox-static" >&2; exit 1; \
+	    echo "envkit's tests and demo need Debian's $(SYSTEM_PACKAGES): sudo apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; \
 	  fi; }
 
 test: setup
@@ -37,4 +39,4 @@ bench: setup
 	$(BIN)/invoke bench
 
 clean:
-	rm -rf $(VENV) .envkit images/busybox/rootfs
+	rm -rf $(VENV) .envkit
