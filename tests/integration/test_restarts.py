@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 import envkit
+from envkit.store import STATE_FILE
 from integration.stack_fixtures import StackProject, read_line, release
 
 pytestmark = pytest.mark.docker
@@ -35,9 +37,12 @@ def test_a_waiter_takes_over_the_start_of_a_starter_that_died(stack_project: Sta
     sp = stack_project
     sp.write_stack(SLOW_WEB)
     starter = sp.holder()
-    # Wait until the starter has created the container, then start a joiner and kill the starter.
-    sp.wait_until(lambda: len(sp.containers()) == 1, 60, "the starter creates web's container")
-    first_id = sp.containers()[0]["Id"]
+    # Wait until the starter has started web's container and recorded it (it then waits for the
+    # health check, which SLOW_WEB delays), then start a joiner and kill the starter. A starter
+    # killed before it records its container leaves a stray, which the joiner rightly removes.
+    sp.wait_until(lambda: recorded_container(sp, "web") is not None, 60, "web's container is recorded")
+    first_id = recorded_container(sp, "web")
+    assert [c["Id"] for c in sp.containers()] == [first_id]
     joiner = sp.holder()
     time.sleep(0.5)  # the joiner registers and waits for the starter
     assert starter.poll() is None, "the starter finished before it could be killed"
@@ -53,6 +58,15 @@ def test_a_waiter_takes_over_the_start_of_a_starter_that_died(stack_project: Sta
     code, err = release(joiner)
     assert code == 0, err
     sp.wait_until(sp.gone, 15, "the stack goes once the joiner leaves")
+
+
+def recorded_container(sp: StackProject, service: str) -> str | None:
+    """The container id the stack's state file records for ``service`` (None before it does)."""
+    try:
+        state = json.loads((sp.state_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return (state.get("services", {}).get(service) or {}).get("container")
 
 
 # web: the image's own HEALTHCHECK, which fails once /tmp/bad exists.
