@@ -46,10 +46,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import import_busybox  # noqa: E402  (tests/conftest.py: busybox rootfs -> docker import)
 
-from envkit import build as build_mod  # noqa: E402
-from envkit import config as config_mod  # noqa: E402
-from envkit import runtime  # noqa: E402
-from envkit.digest import Hasher  # noqa: E402
+from envkit.config import find as config_mod  # noqa: E402
+from envkit.config import model as config_model  # noqa: E402
+from envkit.docker import labels  # noqa: E402
+from envkit.docker.engine import Daemon  # noqa: E402
+from envkit.images import build as build_mod  # noqa: E402
+from envkit.images.digest import Hasher  # noqa: E402
 
 SEED = 20240601
 # name -> parent ("base" is another image of the stack; None means the imported busybox)
@@ -206,8 +208,8 @@ def remove_stack(client: docker.APIClient, stack: str) -> int:
     """Remove every image (intermediates too) labelled envkit.stack=<stack>, children first."""
     removed = 0
     for _ in range(6):
-        images = client.images(all=True, filters={"label": f"{runtime.LABEL_STACK}={stack}"})
-        images = [i for i in images if (i.get("Labels") or {}).get(runtime.LABEL_STACK) == stack]
+        images = client.images(all=True, filters={"label": f"{labels.PROJECT}={stack}"})
+        images = [i for i in images if (i.get("Labels") or {}).get(labels.PROJECT) == stack]
         if not images:
             break
         for image in sorted(images, key=lambda i: i.get("Created", 0), reverse=True):
@@ -229,7 +231,7 @@ class Bench:
     def __init__(self, reps: int) -> None:
         self.reps = reps
         self.stack = f"envkit-bench-{uuid.uuid4().hex[:8]}"
-        self.daemon = runtime.Daemon()
+        self.daemon = Daemon()
         self.client = self.daemon.client  # docker-py, for the bench's own setup and cleanup
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-"))
         self.root = self.tmp / "project"
@@ -245,7 +247,7 @@ class Bench:
         self.results: dict[str, Sample] = {}
         self.notes: list[str] = []
 
-    def config(self, state_dir: Path | None = None) -> config_mod.StackConfig:
+    def config(self, state_dir: Path | None = None) -> config_model.StackConfig:
         environ = {"ENVKIT_STATE_DIR": str(state_dir)} if state_dir else {}
         return config_mod.load(self.root, environ=environ)
 
@@ -278,7 +280,7 @@ class Bench:
             hashed()
             plan: build_mod.Plan | None = None
 
-            def go(config: config_mod.StackConfig = config) -> None:
+            def go(config: config_model.StackConfig = config) -> None:
                 nonlocal plan
                 plan = build_mod.plan(config, self.daemon)
 
@@ -381,7 +383,7 @@ class Bench:
                 run(
                     [
                         "docker", "build", "-q", "--force-rm",
-                        "--label", f"{runtime.LABEL_STACK}={self.stack}",
+                        "--label", f"{labels.PROJECT}={self.stack}",
                         "-f", str(dockerfiles[image]),
                         "-t", f"{prefix}/{image}:bench",
                         str(self.root / "images" / image),
@@ -408,7 +410,7 @@ class Bench:
                 "build": {
                     "context": str(self.root / "images" / image),
                     "dockerfile": str(dockerfiles[image]),
-                    "labels": {runtime.LABEL_STACK: self.stack},
+                    "labels": {labels.PROJECT: self.stack},
                 },
                 **({"depends_on": [parent]} if parent else {}),
             }
@@ -513,7 +515,7 @@ class Bench:
         was handed, so the images are looked for again until a few quiet seconds pass.
         """
         say("\ncleanup:")
-        label = f"{runtime.LABEL_STACK}={self.stack}"
+        label = f"{labels.PROJECT}={self.stack}"
         try:
             removed = remove_stack(self.client, self.stack)
             quiet = 0

@@ -71,11 +71,13 @@ def pytest_sessionfinish(session):
     workerinput = getattr(session.config, "workerinput", None)
     if not workerinput:
         return
-    from envkit import config, lease, runtime, stack
+    from envkit.config.find import find_root, load
+    from envkit.docker.engine import Daemon
+    from envkit.stack import lease, stack
 
     pid, started = workerinput["envkit_session"]
-    root = config.find_root(session.config.rootpath)
-    stack.Stack(config.load(root), runtime.Daemon()).end_session(lease.session_holder(pid, started, "").id)
+    root = find_root(session.config.rootpath)
+    stack.Stack(load(root), Daemon()).end_session(lease.session_holder(pid, started, "").id)
 """
 
 FIRST_TEST_PLUGIN = """
@@ -124,11 +126,10 @@ class Bench:
 
     def stack_ids(self) -> set[str]:
         """The stack ids of this bench's state directories (the stack name plus a hash of the dir)."""
-        from envkit.config import load
-        from envkit.stack import stack_id
+        from envkit.config.find import load
 
         for d in set(self.state_dirs) - set(self._ids):  # the stack file is read once per directory
-            self._ids[d] = stack_id(load(ROOT, {"ENVKIT_STATE_DIR": str(d)}))
+            self._ids[d] = load(ROOT, {"ENVKIT_STATE_DIR": str(d)}).id
         return set(self._ids.values())
 
     def created(self, since: float, until: float) -> int:

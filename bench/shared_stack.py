@@ -73,10 +73,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from build_noop import remove_stack  # noqa: E402  (bench/: images labelled for a stack, children first)
 from conftest import import_busybox  # noqa: E402  (tests/conftest.py: busybox rootfs -> docker import)
 
-from envkit import build as build_mod  # noqa: E402
-from envkit import config as config_mod  # noqa: E402
-from envkit import runtime  # noqa: E402
-from envkit.stack import stack_id  # noqa: E402
+from envkit.config import find as config_mod  # noqa: E402
+from envkit.docker import labels  # noqa: E402
+from envkit.docker.engine import Daemon  # noqa: E402
+from envkit.images import build as build_mod  # noqa: E402
 
 NS = (1, 2, 4, 8)
 JOINER_TARGET_MS = 50.0
@@ -114,7 +114,8 @@ import time
 from contextlib import contextmanager
 
 import envkit
-from envkit import config, lease, runtime, stack, store
+from envkit.docker.engine import Daemon
+from envkit.stack import health, lease, launch, objects, stack, state
 
 phases = {}
 started = []
@@ -152,22 +153,22 @@ def wrap(owner, attr, name, before=None, note=None):
     setattr(owner, attr, timed)
 
 
-wrap(config, "load", "config")
-wrap(runtime.Daemon, "__init__", "daemon")
-wrap(stack.Stack, "_service_inputs", "images")
+wrap(stack, "load", "config")  # the stack file, as envkit.acquire() loads it
+wrap(Daemon, "__init__", "daemon")
+wrap(stack.Stack, "desired", "images")
 wrap(lease, "new_holder", "holder")
-wrap(stack.Stack, "_prepare", "prepare")
-wrap(store.Store, "load", "load_state")
+wrap(stack.Stack, "_load", "load_state")
 wrap(lease, "prune", "prune")
-wrap(stack.Stack, "_sync", "sync")
+wrap(objects.StackObjects, "containers", "sync")
+wrap(stack, "reconcile", "reconcile")
 wrap(lease, "register", "register")
-wrap(store.Store, "save", "save")
-wrap(stack.Stack, "_ensure_reaper", "reaper_check", before=lambda: first_import("envkit.reaper"))
-wrap(stack.Stack, "_bring_up", "bring_up")
-wrap(stack.Stack, "_start", "start", note=lambda args: started.append(args[1]))
-wrap(stack.Stack, "_ensure_network", "network")
-wrap(stack.Stack, "_container", lambda args: "create:" + args[1].name)
-wrap(stack.Stack, "_wait_healthy", lambda args: "healthy:" + args[1].name)
+wrap(state.StateFile, "save", "save")
+wrap(stack.Stack, "_ensure_reaper", "reaper_check")
+wrap(launch.Launcher, "run", "bring_up")
+wrap(launch.Launcher, "_start", "start", note=lambda args: started.append(args[1]))
+wrap(objects.StackObjects, "ensure_network", "network")
+wrap(objects.StackObjects, "run", lambda args: "create:" + args[1].aliases[0])
+wrap(health, "wait_healthy", lambda args: "healthy:" + args[1].name)
 _state_lock = lease.state_lock
 
 
@@ -249,7 +250,8 @@ PHASES = [
     ("lock_held", "under the state lock:"),
     ("load_state", "  read state.json"),
     ("prune", "  prune holders (flock+psutil)"),
-    ("sync", "  sync with Docker (ps)"),
+    ("sync", "  list the stack's containers (ps)"),
+    ("reconcile", "  decide what to do (pure)"),
     ("register", "  write+flock holder file"),
     ("save", "  write state.json"),
     ("reaper_check", "  is the reaper running"),
@@ -309,7 +311,7 @@ class Events:
                 continue
             attributes = (event.get("Actor") or {}).get("Attributes") or {}
             # A container's event carries its labels; a network's carries its name (= the stack id).
-            owner = attributes.get(runtime.LABEL_STACK) if kind == "container" else attributes.get("name")
+            owner = attributes.get(labels.STACK) if kind == "container" else attributes.get("name")
             when = int(event.get("timeNano", 0)) / 1e9
             if owner in stacks and since <= when <= until:
                 found.append(event)
@@ -442,7 +444,7 @@ class Bench:
         self.grace = grace
         self.warm_count = warm
         self.name = f"envkit-bench-{uuid.uuid4().hex[:8]}"
-        self.daemon = runtime.Daemon()
+        self.daemon = Daemon()
         self.client = self.daemon.client  # docker-py, for the bench's own setup, looks and cleanup
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-"))
         self.root = self.tmp / "project"
@@ -474,15 +476,15 @@ class Bench:
 
     def stack_of(self, state_dir: Path | None = None) -> str:
         environ = {"ENVKIT_STATE_DIR": str(state_dir)} if state_dir else {}
-        return stack_id(config_mod.load(self.root, environ=environ))
+        return config_mod.load(self.root, environ=environ).id
 
     @property
     def project_label(self) -> str:
-        return f"{runtime.LABEL_PROJECT}={self.name}"
+        return f"{labels.PROJECT}={self.name}"
 
     def mine(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Only the containers / networks whose envkit.project label is this bench's."""
-        return [o for o in objects if (o.get("Labels") or {}).get(runtime.LABEL_PROJECT) == self.name]
+        return [o for o in objects if (o.get("Labels") or {}).get(labels.PROJECT) == self.name]
 
     def leftovers(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         containers = self.mine(self.client.containers(all=True, filters={"label": self.project_label}))
@@ -819,7 +821,7 @@ class Bench:
         found = []
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
-            if "envkit.reaper" in cmd and any(arg.startswith(str(self.tmp)) for arg in cmd):
+            if "envkit.stack.reaper" in cmd and any(arg.startswith(str(self.tmp)) for arg in cmd):
                 found.append(proc)
         return found
 
@@ -852,10 +854,8 @@ class Bench:
                 clean = False
                 say(f"  removed {len(containers)} leftover container(s), {len(networks)} network(s)")
             removed = remove_stack(self.client, self.name)
-            images = self.client.images(all=True, filters={"label": f"{runtime.LABEL_STACK}={self.name}"})
-            say(
-                f"  removed {removed} image(s) labelled {runtime.LABEL_STACK}={self.name}; {len(images)} left"
-            )
+            images = self.client.images(all=True, filters={"label": f"{labels.PROJECT}={self.name}"})
+            say(f"  removed {removed} image(s) labelled {labels.PROJECT}={self.name}; {len(images)} left")
             containers, networks = self.leftovers()
             if containers or networks or images:
                 clean = False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from invoke import Program
 
 from envkit import __version__
@@ -11,4 +14,11 @@ program = Program(namespace=ns, version=__version__, name="envkit", binary="envk
 
 
 def main() -> None:
-    program.run()
+    try:
+        program.run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`envkit status | head`): nothing more can be said to it, and
+        # Python must not complain while flushing at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # as a shell reports a process ended by SIGPIPE

@@ -62,12 +62,28 @@ class StateError(EnvkitError, OSError):
         )
 
 
-class DaemonError(EnvkitError, RuntimeError):
-    """The Docker daemon answered a request with an error, or went away mid-request."""
+class StateCorrupt(StateError):
+    """A file envkit keeps (the stack's state, a holder record) cannot be read back."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
+    def __str__(self) -> str:
+        return (
+            f"{self.path} is corrupt: {self.detail}\n"
+            "  fix: run the command again (envkit rebuilds the stack's state from its containers' "
+            "labels under the lock), or stop the stack with `envkit down --all`"
+        )
+
+
+class DaemonError(EnvkitError, RuntimeError):
+    """The Docker daemon answered a request with an error, or went away mid-request.
+
+    ``status`` is the HTTP status of the daemon's answer (409: a conflict, such
+    as an image a container still uses), or None when no answer came.
+    """
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail, status)
         self.detail = detail
+        self.status = status
 
     def __str__(self) -> str:
         return (
@@ -77,16 +93,18 @@ class DaemonError(EnvkitError, RuntimeError):
 
 
 class BaseImageError(EnvkitError, LookupError):
-    """An external base image is missing and may not, or could not, be pulled."""
+    """An external base image is missing and may not (``pull_failed`` False), or could not
+    (``pull_failed`` True), be pulled."""
 
-    def __init__(self, image: str, reference: str, detail: str) -> None:
-        super().__init__(image, reference, detail)
+    def __init__(self, image: str, reference: str, detail: str, pull_failed: bool = False) -> None:
+        super().__init__(image, reference, detail, pull_failed)
         self.image = image
         self.reference = reference
         self.detail = detail
+        self.pull_failed = pull_failed
 
     def __str__(self) -> str:
-        if self.detail.startswith("pulling it failed"):
+        if self.pull_failed:
             fix = (
                 f"make its registry reachable (`docker pull {self.reference}` shows why it is not), "
                 "or make it present locally (`docker load`, `docker import`)"
@@ -178,6 +196,20 @@ class LockTimeout(EnvkitError, TimeoutError):
         )
 
 
+class StackStopped(EnvkitError, RuntimeError):
+    """The stack was torn down (``envkit down --all``) while this process was starting it."""
+
+    def __init__(self, stack: str) -> None:
+        super().__init__(stack)
+        self.stack = stack
+
+    def __str__(self) -> str:
+        return (
+            f"stack {self.stack!r} was stopped (envkit down --all) while this process was starting it\n"
+            "  fix: run again"
+        )
+
+
 class StackConflict(EnvkitError, RuntimeError):
     """The running stack was started from other inputs, and other processes still hold it."""
 
@@ -213,3 +245,14 @@ class EndpointError(EnvkitError, LookupError):
             f"{what} is not published by this stack (published: {self.known})\n"
             "  fix: list the port under the service's ports, and ask for the service when acquiring"
         )
+
+
+class HookError(EnvkitError, RuntimeError):
+    """``envkit hooks`` cannot do what was asked (no git work tree, a hook it did not install)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

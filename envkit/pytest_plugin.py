@@ -30,7 +30,6 @@ Loaded through the ``pytest11`` entry point (``-p no:envkit`` turns it off)::
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
@@ -41,11 +40,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from envkit import config as config_mod
 from envkit.errors import EnvkitError
+from envkit.progress import State
 
 if TYPE_CHECKING:
-    from envkit.stack import Lease, Stack, StackHandle
+    from envkit.config.model import StackConfig
+    from envkit.settings import Settings
+    from envkit.stack.handle import StackHandle
+    from envkit.stack.idle import Outcome
+    from envkit.stack.stack import Lease, Stack
 
 MARKER = "services"
 FIXTURE = "envkit_stack"
@@ -53,13 +56,9 @@ LOG_LINES = 20  # per service, in a failing test's report
 
 
 def _seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(raw)
-    return value
+    from envkit.settings import seconds
+
+    return seconds(raw)
 
 
 _seconds.__name__ = "number of seconds"  # argparse names the type in its error message
@@ -157,7 +156,8 @@ class _Run:
     lease: Lease | None = None
     error: EnvkitError | None = None
     summary: list[str] = field(default_factory=list)
-    _config: config_mod.StackConfig | None = None
+    _config: StackConfig | None = None
+    _settings: Settings | None = None
 
     @property
     def worker(self) -> bool:
@@ -169,15 +169,31 @@ class _Run:
         return not self.worker and self.config.pluginmanager.has_plugin("dsession")
 
     def own_start_time(self) -> float:
-        from envkit import lease
+        from envkit.stack import lease
 
         return lease.process_start_time(os.getpid()) or 0.0
 
-    def stack_config(self) -> config_mod.StackConfig:
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from envkit.settings import Settings
+
+            self._settings = Settings.from_env()
+        return self._settings
+
+    def stack_config(self) -> StackConfig:
         if self._config is None:
-            root = config_mod.find_root(Path(self.config.rootpath))
-            self._config = config_mod.load(root)
+            from envkit.config.find import find_root, load
+
+            root = find_root(Path(self.config.rootpath), settings=self.settings())
+            self._config = load(root, settings=self.settings())
         return self._config
+
+    def stack(self, progress: Any = None) -> Stack:
+        from envkit.docker.engine import Daemon
+        from envkit.stack.stack import Stack
+
+        settings = self.settings()
+        return Stack(self.stack_config(), Daemon(cache_dir=settings.cache_dir), progress, settings=settings)
 
     def services_of(self, item: pytest.Item) -> list[str]:
         """The services ``item`` needs: its markers' names (all when unmarked), with depends_on."""
@@ -218,17 +234,14 @@ class _Run:
         return self.lease.handle
 
     def _acquire(self, session: pytest.Session) -> Lease:
-        from envkit import lease, runtime
-        from envkit import stack as stack_mod
+        from envkit.stack import lease
 
         keep = bool(self.config.getoption("envkit_keep"))
         ttl = self.config.getoption("envkit_ttl")
         if not keep and ttl is None:
-            keep = stack_mod.env_flag("ENVKIT_KEEP")
-            ttl = stack_mod.env_seconds("ENVKIT_TTL", None)
-        stack_config = self.stack_config()
+            keep, ttl = self.settings().keep, self.settings().ttl
         wanted = self.wanted(session)
-        stack = stack_mod.Stack(stack_config, runtime.Daemon(), _TerminalProgress(self.config))
+        stack = self.stack(_TerminalProgress(self.config))
         pin = None
         if self.worker:
             workerinput: dict[str, Any] = getattr(self.config, "workerinput", {})
@@ -251,19 +264,17 @@ class _Run:
             try:
                 if self.worker:
                     held.release()  # the controller's session pin holds the stack until it ends
-                else:
-                    held.release(grace=0.0, keep=keep_up)
+                    return
+                outcome = held.release(grace=0.0, keep=keep_up)
             except EnvkitError as err:  # the reaper still removes the stack once no one holds it
                 self.summary.append(f"envkit: could not release the stack: {err}")
                 return
-            if not self.worker:
-                self._report(held.stack, held.handle.stack, "stopped" if not keep_up else "kept", keep_up)
+            self._report(held.stack, held.handle.stack, outcome, keep_up)
         elif self.controller:
             self._end_session(keep_up)
 
     def _end_session(self, keep_up: bool) -> None:
-        from envkit import lease, runtime
-        from envkit import stack as stack_mod
+        from envkit.stack import lease
 
         try:
             stack_config = self.stack_config()
@@ -273,15 +284,27 @@ class _Run:
         if not (stack_config.state_dir / lease.HOLDERS / f"{holder_id}.json").exists():
             return  # no worker needed the stack
         try:
-            stack = stack_mod.Stack(stack_config, runtime.Daemon())
+            stack = self.stack()
             outcome, _ = stack.end_session(holder_id, keep=keep_up)
         except EnvkitError as err:
             self.summary.append(f"envkit: could not release the stack: {err}")
             return
         self._report(stack, stack.id, outcome, keep_up)
 
-    def _report(self, stack: Stack, stack_id: str, outcome: str, keep_up: bool) -> None:
-        if not keep_up or outcome == "stopped":
+    def _report(self, stack: Stack, stack_id: str, outcome: Outcome, keep_up: bool) -> None:
+        """After a failed run with --envkit-keep-on-failure: say where the stack that was kept
+        up is, or why it was not kept (a failed service takes the stack down)."""
+        from envkit.stack.idle import Outcome
+
+        if not keep_up:
+            return
+        if outcome is Outcome.STOPPED:
+            self.summary.append(
+                f"envkit: the run failed, but stack {stack_id} was stopped all the same: "
+                "a stack with a failed service is never kept"
+            )
+            return
+        if outcome is Outcome.ABSENT:
             return
         self.summary.append(
             f"envkit: the run failed; stack {stack_id} is left up (--envkit-keep-on-failure):"
@@ -316,18 +339,18 @@ class _TerminalProgress:
         self._reporter = None if workerinput else config.pluginmanager.get_plugin("terminalreporter")
         self._capture = config.pluginmanager.get_plugin("capturemanager")
 
-    def log(self, image: str, line: str) -> None:
+    def log(self, subject: str, line: str) -> None:
         pass  # a build's output goes into its error, if it fails
 
-    def note(self, image: str, message: str) -> None:
-        if self._worker is not None and message.startswith("waiting for another"):
+    def note(self, subject: str, message: str, state: State = State.INFO) -> None:
+        if self._worker is not None and state is State.WAITING:
             return
         with self._lock:
             if self._capture is None:
-                self._write(image, message)
+                self._write(subject, message)
                 return
             with self._capture.global_and_fixture_disabled():
-                self._write(image, message)
+                self._write(subject, message)
 
     def _write(self, image: str, message: str) -> None:
         if self._reporter is not None:

@@ -2,34 +2,30 @@
 
     from envkit.tasks import ns
 
-The same collection is the ``envkit`` console script. Each task is a thin
-layer over library calls: it parses options, calls envkit, and turns an
-:class:`~envkit.errors.EnvkitError` into one clear message and a non-zero exit.
+The same collection is the ``envkit`` console script. Each task parses its
+options, calls the library, and prints; an :class:`~envkit.errors.EnvkitError`
+becomes one clear message and a non-zero exit. A task imports what it runs
+when it runs, so every command starts fast.
 """
 
 from __future__ import annotations
 
 import json as _json
-import math
-import os
-import shlex
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke import Collection, Context, Exit, task
 
-from envkit import build as build_mod
-from envkit import config as config_mod
-from envkit import runtime
 from envkit.errors import EnvkitError
-from envkit.progress import Lines, Progress, Silent
 
 if TYPE_CHECKING:
-    from envkit import stack as stack_mod
+    from envkit.config.model import StackConfig
+    from envkit.docker.engine import Daemon
+    from envkit.settings import Settings
+    from envkit.stack.stack import Stack
 
 
 @contextmanager
@@ -43,8 +39,31 @@ def user_errors() -> Iterator[None]:
         raise Exit("envkit: interrupted", code=130) from None
 
 
-def _progress(quiet: bool) -> Progress:
-    return Silent() if quiet else Lines(sys.stderr)
+def usage(message: str) -> Exit:
+    """A usage error: one line, exit 2."""
+    return Exit(f"envkit: error: {message}", code=2)
+
+
+def _seconds(option: str, raw: str | None) -> float | None:
+    from envkit.settings import seconds
+
+    if raw is None:
+        return None
+    try:
+        return seconds(raw)
+    except ValueError:
+        raise usage(f"{option} {raw!r} is not a number of seconds (>= 0)") from None
+
+
+def _context() -> tuple[Settings, StackConfig, Daemon]:
+    """The settings, the stack and a connection to the engine: what every command needs."""
+    from envkit.config.find import load
+    from envkit.docker.engine import Daemon
+    from envkit.settings import Settings
+
+    settings = Settings.from_env()
+    config = load(settings=settings)
+    return settings, config, Daemon(cache_dir=settings.cache_dir)
 
 
 @task(
@@ -68,21 +87,28 @@ def build(
     jobs: str = "4",  # parsed here: invoke answers a bad int with a traceback
 ) -> None:
     """Build the stack's images whose inputs changed; the rest are cached."""
-    if pull is not None and pull not in config_mod.PULL_POLICIES:
-        raise Exit(
-            f"envkit: error: --pull {pull!r} is not a pull policy; "
-            f"use one of {', '.join(config_mod.PULL_POLICIES)}",
-            code=2,
-        )
+    from envkit.config.model import PULL_POLICIES
+
+    if pull is not None and pull not in PULL_POLICIES:
+        raise usage(f"--pull {pull!r} is not a pull policy; use one of {', '.join(PULL_POLICIES)}")
     if not jobs.isdigit() or int(jobs) < 1:
-        raise Exit(f"envkit: error: --jobs {jobs!r} is not a whole number of at least 1", code=2)
+        raise usage(f"--jobs {jobs!r} is not a whole number of at least 1")
     started = time.monotonic()
     with user_errors():
-        config = config_mod.load()
-        daemon = runtime.Daemon()
-        results = build_mod.ensure(
-            config, daemon, names=image or None, pull=pull, progress=_progress(quiet), jobs=int(jobs)
-        )
+        from envkit.images.build import ensure
+        from envkit.progress import for_terminal
+
+        settings, config, daemon = _context()
+        with for_terminal(quiet) as progress:
+            results = ensure(
+                config,
+                daemon,
+                names=image or None,
+                pull=pull,
+                progress=progress,
+                jobs=int(jobs),
+                settings=settings,
+            )
     if json:
         print(_json.dumps([r.to_json() for r in results], indent=2))
         return
@@ -111,9 +137,12 @@ def build(
 def gc(c: Context, dry_run: bool = False, json: bool = False) -> None:
     """Remove this stack's images whose keys are no longer current."""
     with user_errors():
-        config = config_mod.load()
-        daemon = runtime.Daemon()
-        result = build_mod.gc(config, daemon, dry_run=dry_run, progress=_progress(json))
+        from envkit.images.gc import gc as collect
+        from envkit.progress import for_terminal
+
+        _, config, daemon = _context()
+        with for_terminal(quiet=json) as progress:
+            result = collect(config, daemon, dry_run=dry_run, progress=progress)
     if json:
         print(_json.dumps(result.to_json(), indent=2))
         return
@@ -125,30 +154,18 @@ def gc(c: Context, dry_run: bool = False, json: bool = False) -> None:
     print(f"{len(result.removed)} image tags {verb}")
 
 
-def _seconds(option: str, raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value < 0:
-        raise Exit(f"envkit: error: {option} {raw!r} is not a number of seconds (>= 0)", code=2)
-    return value
+def _stack(progress: Any = None) -> Stack:
+    from envkit.stack.stack import Stack  # not imported by `envkit build`
 
-
-def _stack(quiet: bool = True) -> stack_mod.Stack:
-    from envkit import stack as stack_mod  # not imported by `envkit build`
-
-    config = config_mod.load()
-    return stack_mod.Stack(config, runtime.Daemon(), _progress(quiet))
+    settings, config, daemon = _context()
+    return Stack(config, daemon, progress, settings=settings)
 
 
 @task(
     iterable=["service"],
     help={
         "service": "start only this service (and what it depends on); repeatable; default: all",
-        "keep": "hold the stack until `envkit down` (the default; excludes --ttl)",
+        "keep": "hold the stack until `envkit down`, whatever ENVKIT_TTL says (the default; excludes --ttl)",
         "ttl": "hold it for SECONDS only: then it stops, unless something else holds it",
         "json": "print the stack id and endpoints as JSON",
         "quiet": "print nothing but errors (and the JSON, with --json)",
@@ -162,23 +179,31 @@ def up(
     json: bool = False,
     quiet: bool = False,
 ) -> None:
-    """Start the shared stack (or attach to it) and pin it up until `envkit down`."""
+    """Start the shared stack (or attach to it) and pin it up until `envkit down`.
+
+    Without --keep or --ttl, ENVKIT_TTL (or ENVKIT_KEEP) from the environment applies.
+    """
     seconds = _seconds("--ttl", ttl)
     if keep and seconds is not None:
-        raise Exit("envkit: error: --keep and --ttl exclude each other; pass one", code=2)
+        raise usage("--keep and --ttl exclude each other; pass one")
     started = time.monotonic()
     with user_errors():
-        stack = _stack(quiet)
-        held = stack.acquire(service or None)
-        try:
-            stack.pin(seconds)
-        finally:
-            held.release()
+        from envkit.progress import for_terminal
+
+        with for_terminal(quiet) as progress:
+            stack = _stack(progress)
+            if not keep and seconds is None and not stack.settings.keep:
+                seconds = stack.settings.ttl
+            held = stack.acquire(service or None)
+            try:
+                stack.pin(seconds)
+            finally:
+                held.release()
     handle = held.handle
     if json:
         print(
             _json.dumps(
-                {"stack": handle.stack, "endpoints": _endpoints(handle), "env": handle.env()}, indent=2
+                {"stack": handle.stack, "endpoints": handle.endpoints(), "env": handle.env()}, indent=2
             )
         )
         return
@@ -186,16 +211,9 @@ def up(
         return
     until = "until `envkit down`" if seconds is None else f"for {seconds:g}s (or until `envkit down`)"
     print(f"stack {handle.stack} is up in {time.monotonic() - started:.1f}s, held {until}")
-    for name, ports in _endpoints(handle).items():
+    for name, ports in handle.endpoints().items():
         for port, address in ports.items():
             print(f"  {name}:{port} -> {address}")
-
-
-def _endpoints(handle: stack_mod.StackHandle) -> dict[str, dict[str, str]]:
-    return {
-        name: {str(p): f"{handle.host}:{hp}" for p, hp in sorted(ports.items())}
-        for name, ports in sorted(handle.ports.items())
-    }
 
 
 @task(
@@ -236,13 +254,17 @@ def down(c: Context, all: bool = False, json: bool = False) -> None:
 
 @task(name="status", help={"json": "print the status as JSON"})
 def status(c: Context, json: bool = False) -> None:
-    """Show the stack: services, health, endpoints, holders and how long it stays up."""
+    """Show the stack: its engine, services, health, endpoints, holders and how long it stays up."""
     with user_errors():
         info = _stack().status()
     if json:
         print(_json.dumps(info, indent=2))
         return
+    engine = info["engine"]
     print(f"stack {info['stack']}: {'running' if info['running'] else 'not running'} ({info['state_dir']})")
+    print(f"engine: {engine['host']} (from {engine['source']})")
+    if info["state_error"]:
+        print(f"state file: {info['state_error']}")
     rows = [("SERVICE", "STATUS", "CONTAINER", "ENDPOINTS", "IMAGE")]
     for name, svc in info["services"].items():
         endpoints = ", ".join(f"{p}->{a}" for p, a in svc["endpoints"].items()) or "-"
@@ -261,7 +283,8 @@ def status(c: Context, json: bool = False) -> None:
             who = f"pin from `envkit up` ({until})"
         else:
             who = f"pid {h['pid']} on {h['host']}: {h['command']}"
-        print(f"  - {who}; {'alive' if h['alive'] else 'dead'}, holding for {h['age']:.0f}s")
+        services = f" [{', '.join(h['services'])}]" if h["services"] else ""
+        print(f"  - {who}{services}; {'alive' if h['alive'] else 'dead'}, holding for {h['age']:.0f}s")
     idle = info["idle"]
     if idle:
         left = "until `envkit down`" if idle["keep"] else f"for {idle['ttl_left']:.0f}s more"
@@ -290,60 +313,31 @@ def e2e(
 
     Arguments after `--` go to pytest: `invoke e2e -- -k login -x`.
     """
-    import subprocess
-
-    from envkit import stack as stack_mod
-
     seconds = _seconds("--ttl", ttl)
     if keep and seconds is not None:
-        raise Exit("envkit: error: --keep and --ttl exclude each other; pass one", code=2)
+        raise usage("--keep and --ttl exclude each other; pass one")
     if workers != "auto" and not workers.isdigit():
-        raise Exit(f"envkit: error: --workers {workers!r} is not a number or 'auto'", code=2)
+        raise usage(f"--workers {workers!r} is not a number or 'auto'")
     extra = _pytest_args(getattr(c, "remainder", "") or "")
-    progress = Lines(sys.stderr)
-    started = time.monotonic()
     with user_errors():
-        config = config_mod.load()
+        from envkit import e2e as e2e_mod
+        from envkit.progress import for_terminal
+
+        settings, config, daemon = _context()
         tests = config.root / path
         if not tests.exists():
-            raise Exit(f"envkit: error: {tests} does not exist; pass --path to the e2e tests", code=2)
-        daemon = runtime.Daemon()
-        results = build_mod.ensure(config, daemon, progress=progress, build=not no_build)
-        built = sum(r.status == "built" for r in results)
-        images = f"images: {built} built, {len(results) - built} cached in {time.monotonic() - started:.1f}s"
-        stack = stack_mod.Stack(config, daemon, progress)
-        before = stack.store.read()
-        running = {n for n, s in (before.services.items() if before else ()) if s.status == "healthy"}
-        up_started = time.monotonic()
-        held = stack.acquire(None, keep=keep, ttl=seconds)
-    try:
-        wanted = config.service_order()
-        how = "attached" if set(wanted) <= running else f"{len(set(wanted) - running)} started"
-        stack_line = f"stack {stack.id}: {how} in {time.monotonic() - up_started:.1f}s"
-        print(f"envkit e2e: {images}; {stack_line}", file=sys.stderr, flush=True)
-        report = config.state_dir / "e2e-junit.xml"
-        report.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "pytest", "-n", workers, str(tests), f"--junit-xml={report}", *extra]
-        env = {**os.environ, "ENVKIT_ROOT": str(config.root)}
-        pytest_started = time.monotonic()
-        try:
-            code = subprocess.run(command, cwd=config.root, env=env, check=False).returncode
-        except KeyboardInterrupt:
-            code = 130
-        counts = _junit_counts(report)
-        pytest_line = f"tests: {counts} in {time.monotonic() - pytest_started:.1f}s (exit {code})"
-    finally:
-        with user_errors():
-            held.release(grace=0.0)
-    if keep or seconds is not None:
-        after = "kept up until `envkit down`" if keep else f"kept up for {seconds:g}s"
-    else:
-        after = "stopped"
-    print(
-        f"envkit e2e: {images}; {stack_line}; {pytest_line}; stack {after}; "
-        f"total {time.monotonic() - started:.1f}s",
-        flush=True,
+            raise usage(f"{tests} does not exist; pass --path to the e2e tests")
+        with for_terminal() as progress:
+            run = e2e_mod.prepare(
+                config, daemon, settings, keep=keep, ttl=seconds, build=not no_build, progress=progress
+            )
+    print(run.line(), file=sys.stderr, flush=True)
+    kept = (
+        "kept up until `envkit down`" if keep else (None if seconds is None else f"kept up for {seconds:g}s")
     )
+    with user_errors():
+        code = e2e_mod.run_tests(run, tests, workers, extra, kept=kept)
+    print(run.line(), flush=True)
     if code:
         raise Exit(code=code)
 
@@ -351,6 +345,8 @@ def e2e(
 def _pytest_args(remainder: str) -> list[str]:
     """The arguments after `--`, as given: Invoke joins them into one string, losing their quoting
     (`-k "not slow"`), so they are taken from the command line when it holds them."""
+    import shlex
+
     if "--" in sys.argv:
         given = sys.argv[sys.argv.index("--") + 1 :]
         if " ".join(given) == remainder:
@@ -358,27 +354,7 @@ def _pytest_args(remainder: str) -> list[str]:
     try:
         return shlex.split(remainder)
     except ValueError as err:
-        raise Exit(f"envkit: error: cannot split the pytest arguments after `--`: {err}", code=2) from None
-
-
-def _junit_counts(report: Path) -> str:
-    """``12 passed, 1 failed`` from a JUnit XML report (``no report`` if pytest wrote none)."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(report).getroot()
-    except (OSError, ET.ParseError):
-        return "no report"
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    total = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    passed = total["tests"] - total["failures"] - total["errors"] - total["skipped"]
-    parts = [f"{passed} passed"]
-    parts += [
-        f"{total[k]} {name}"
-        for k, name in (("failures", "failed"), ("errors", "errors"), ("skipped", "skipped"))
-        if total[k]
-    ]
-    return ", ".join(parts)
+        raise usage(f"cannot split the pytest arguments after `--`: {err}") from None
 
 
 @task(
@@ -391,56 +367,34 @@ def _junit_counts(report: Path) -> str:
 )
 def relock(c: Context, image: list[str] | None = None, check: bool = False, json: bool = False) -> None:
     """Pin each Debian recipe's packages to the versions its mirror serves now."""
-    from envkit import recipe as recipe_mod
-    from envkit.fsutil import atomic_write_text
-
-    progress = Silent() if json else Lines(sys.stderr)
-    results: list[dict[str, Any]] = []
     with user_errors():
-        config = config_mod.load()
-        recipes = [n for n, spec in config.images.items() if spec.recipe is not None]
-        for name in image or []:
-            if name not in recipes:
-                raise Exit(
-                    f"envkit: error: {name!r} is not an image made from a recipe "
-                    f"(those are: {', '.join(recipes) or 'none'})",
-                    code=2,
-                )
-        for name in image or recipes:
-            spec = config.images[name]
-            assert spec.recipe is not None
-            now = recipe_mod.resolve(name, spec.recipe, progress)
-            changed = {p: v for p, v in now.items() if spec.recipe.packages[p] != v}
-            if changed and not check:
-                snapshot = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                atomic_write_text(
-                    spec.dockerfile, recipe_mod.relock_text(spec.dockerfile_text, changed, snapshot)
-                )
-            results.append(
-                {
-                    "image": name,
-                    "recipe": str(spec.dockerfile),
-                    "changed": {p: {"from": spec.recipe.packages[p], "to": v} for p, v in changed.items()},
-                    "written": bool(changed) and not check,
-                }
+        from envkit.config.find import load
+        from envkit.images import recipe
+        from envkit.progress import for_terminal
+
+        config = load()
+        unknown = [n for n in image or [] if n not in config.images or config.images[n].recipe is None]
+        if unknown:
+            recipes = [n for n, spec in config.images.items() if spec.recipe is not None]
+            raise usage(
+                f"{unknown[0]!r} is not an image made from a recipe "
+                f"(those are: {', '.join(recipes) or 'none'})"
             )
-    stale = any(r["changed"] for r in results)
+        with for_terminal(quiet=json) as progress:
+            results = recipe.relock(config, image or None, check=check, progress=progress)
     if json:
-        print(_json.dumps(results, indent=2))
+        print(_json.dumps([r.to_json() for r in results], indent=2))
     else:
         for r in results:
-            if not r["changed"]:
-                print(f"{r['image']}: every pin is current ({r['recipe']})")
+            if not r.changed:
+                print(f"{r.image}: every pin is current ({r.recipe})")
                 continue
-            verb = "re-locked" if r["written"] else "stale (--check: nothing written)"
-            print(f"{r['image']}: {verb}: {r['recipe']}")
-            for package, change in r["changed"].items():
-                print(f"  {package}: {change['from']} -> {change['to']}")
-    if check and stale:
+            verb = "re-locked" if r.written else "stale (--check: nothing written)"
+            print(f"{r.image}: {verb}: {r.recipe}")
+            for package, (old, new) in r.changed.items():
+                print(f"  {package}: {old} -> {new}")
+    if check and any(r.changed for r in results):
         raise Exit(code=1)
-
-
-HOOK_MARKER = "# envkit-hook: pre-push"
 
 
 @task(
@@ -452,55 +406,14 @@ HOOK_MARKER = "# envkit-hook: pre-push"
 )
 def hooks(c: Context, force: bool = False, uninstall: bool = False, ttl: str = "900") -> None:
     """Install a git pre-push hook that runs `envkit e2e`, keeping the stack warm between pushes."""
-    import subprocess
+    from envkit import hooks as hooks_mod
 
     seconds = _seconds("--ttl", ttl)
-    try:
-        git_dir = subprocess.run(
-            ["git", "rev-parse", "--git-path", "hooks"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        raise Exit(
-            "envkit: error: not inside a git work tree; run `envkit hooks` in your repository", code=1
-        ) from None
-    hook = Path(git_dir).resolve() / "pre-push"
-    ours = hook.is_file() and HOOK_MARKER in hook.read_text(encoding="utf-8", errors="replace")
-    backup = hook.with_name("pre-push.envkit-backup")
-    if uninstall:
-        if not hook.exists():
-            print(f"no pre-push hook at {hook}; nothing to remove")
-        elif not ours:
-            raise Exit(f"envkit: error: {hook} was not installed by envkit; left alone", code=1)
-        else:
-            hook.unlink()
-            print(f"removed envkit's pre-push hook {hook}")
-            if backup.exists():
-                backup.rename(hook)
-                print(f"restored the earlier hook from {backup.name}")
-        return
-    if hook.exists() and not ours:
-        if not force:
-            raise Exit(
-                f"envkit: error: {hook} exists and was not installed by envkit\n"
-                "  fix: merge `envkit e2e` into it by hand, or pass --force to replace it "
-                "(it is kept as pre-push.envkit-backup)",
-                code=1,
-            )
-        hook.replace(backup)
-        print(f"kept the earlier hook as {backup}")
-    hook.parent.mkdir(parents=True, exist_ok=True)
-    python = shlex.quote(sys.executable)
-    hook.write_text(
-        "#!/bin/sh\n"
-        f"{HOOK_MARKER}\n"
-        "# Installed by `envkit hooks`; `envkit hooks --uninstall` removes it.\n"
-        f"# Runs the e2e suite; the stack stays warm for {seconds:g}s, so the next push attaches to it.\n"
-        "# Skip it once with `git push --no-verify`.\n"
-        f"exec {python} -m envkit e2e --ttl {seconds:g} </dev/null\n",
-        encoding="utf-8",
-    )
-    hook.chmod(0o755)
-    print(f"installed {hook}: each push runs `envkit e2e` (stack kept warm for {seconds:g}s)")
+    assert seconds is not None
+    with user_errors():
+        done = hooks_mod.uninstall() if uninstall else hooks_mod.install(seconds, force=force)
+    for line in done:
+        print(line)
 
 
 ns = Collection(build, gc, up, down, status, e2e, hooks, relock)

@@ -24,7 +24,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from envkit import runtime
+from envkit.docker import labels
+from envkit.docker.engine import Daemon
 from envkit.errors import DockerUnavailable
 
 BUSYBOX = Path("/bin/busybox")
@@ -35,11 +36,14 @@ SESSION_STACK = f"envkit-tests-{uuid.uuid4().hex[:8]}"
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.APIClient]:
     try:
-        daemon = runtime.Daemon()
+        daemon = Daemon()
     except DockerUnavailable as err:
         pytest.fail(f"integration tests need a running Docker daemon: {err}", pytrace=False)
-    yield daemon.client  # docker-py's client, for the tests' own looks at the daemon
     daemon.close()
+    # docker-py's client, for the tests' own looks at the daemon (a second opinion on envkit's)
+    client = docker.APIClient(version="auto")
+    yield client
+    client.close()
 
 
 def busybox_rootfs_tar() -> bytes:
@@ -71,7 +75,7 @@ def import_busybox(client: docker.APIClient, repository: str, tag: str, stack: s
         busybox_rootfs_tar(),
         repository=repository,
         tag=tag,
-        changes=[f"LABEL {runtime.LABEL_STACK}={stack}", "ENV PATH=/bin", 'CMD ["sh"]'],
+        changes=[f"LABEL {labels.PROJECT}={stack}", "ENV PATH=/bin", 'CMD ["sh"]'],
     )
     return f"{repository}:{tag}"
 
@@ -81,8 +85,8 @@ def remove_stack_images(client: docker.APIClient, stack: str) -> None:
     for _ in range(10):  # a parent with children cannot go before them: retry in passes
         images = [
             image
-            for image in client.images(filters={"label": f"{runtime.LABEL_STACK}={stack}"})
-            if (image.get("Labels") or {}).get(runtime.LABEL_STACK) == stack
+            for image in client.images(filters={"label": f"{labels.PROJECT}={stack}"})
+            if (image.get("Labels") or {}).get(labels.PROJECT) == stack
         ]
         if not images:
             return

@@ -26,9 +26,8 @@ import docker
 import psutil
 from conftest import Project
 
-from envkit import runtime
-from envkit.config import load
-from envkit.stack import stack_id
+from envkit.config.find import load
+from envkit.docker import labels
 
 HOLDER = Path(__file__).with_name("holder_proc.py")
 
@@ -77,11 +76,11 @@ class StackProject:
 
     @property
     def stack_id(self) -> str:
-        return stack_id(load(self.root, self.env()))
+        return load(self.root, self.env()).id
 
     @property
     def label(self) -> str:
-        return f"{runtime.LABEL_STACK}={self.stack_id}"
+        return f"{labels.STACK}={self.stack_id}"
 
     def env(self, **extra: str) -> dict[str, str]:
         env = self.project.env()
@@ -97,7 +96,7 @@ class StackProject:
         return list(self.client.networks(filters={"label": self.label}))
 
     def live_holders(self) -> int:
-        from envkit import lease
+        from envkit.stack import lease
 
         return sum(lease.is_alive(h, p) for h, p in lease.read_holders(self.state_dir))
 
@@ -141,7 +140,7 @@ class StackProject:
         found = []
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
-            if "envkit.reaper" in cmd and str(self.state_dir) in cmd:
+            if "envkit.stack.reaper" in cmd and str(self.state_dir) in cmd:
                 found.append(proc)
         return found
 

@@ -32,11 +32,13 @@ import pytest
 from conftest import Project, import_busybox, remove_stack_images
 from docker.errors import ImageNotFound
 
-import envkit.build
-from envkit import runtime
-from envkit.build import ImageResult
-from envkit.config import load
+import envkit.images.build
+import envkit.images.classic
+from envkit.config.find import load
+from envkit.docker import labels
+from envkit.docker.engine import Daemon
 from envkit.errors import BaseImageError, BuildError
+from envkit.images.build import ImageResult
 
 pytestmark = pytest.mark.docker
 
@@ -49,26 +51,25 @@ IMAGES = ("base", "child", "sib")
 class BuildSpy:
     """A real docker client whose ``build`` calls are counted, and the contexts envkit sent."""
 
-    def __init__(self, daemon: runtime.Daemon) -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        client = daemon.client
         self.builds = 0
         self.contexts: list[str] = []
         self._lock = threading.Lock()
-        original = client.build
+        original = daemon.build
 
         def counting_build(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 self.builds += 1
             return original(*args, **kwargs)
 
-        client.build = counting_build  # type: ignore[method-assign]
+        daemon.build = counting_build  # type: ignore[method-assign]
 
     def ensure(self, root: Path, **kwargs: Any) -> dict[str, ImageResult]:
-        """``envkit.build.ensure`` on the project at ``root``; counters start from zero."""
+        """``envkit.images.build.ensure`` on the project at ``root``; counters start from zero."""
         self.builds = 0
         self.contexts = []
-        results = envkit.build.ensure(load(root), self.daemon, **kwargs)
+        results = envkit.images.build.ensure(load(root), self.daemon, **kwargs)
         return {r.image: r for r in results}
 
     def sent(self) -> set[str]:
@@ -77,16 +78,16 @@ class BuildSpy:
 
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[BuildSpy]:
-    daemon = runtime.Daemon()
+    daemon = Daemon()
     the_spy = BuildSpy(daemon)
-    write_context = envkit.build.write_context
+    write_context = envkit.images.classic.write_context
 
     def recording_write_context(fileobj: Any, spec: Any, inputs: Any, text: str) -> None:
         with the_spy._lock:
             the_spy.contexts.append(spec.name)
         write_context(fileobj, spec, inputs, text)
 
-    monkeypatch.setattr(envkit.build, "write_context", recording_write_context)
+    monkeypatch.setattr(envkit.images.classic, "write_context", recording_write_context)
     yield the_spy
     daemon.close()
 
@@ -151,8 +152,8 @@ def cli_json(project: Project, *args: str) -> list[dict[str, Any]]:
 
 
 def image_key(client: docker.APIClient, tag: str) -> str:
-    labels = client.inspect_image(tag)["Config"]["Labels"] or {}
-    return str(labels.get(runtime.LABEL_KEY, ""))
+    found = client.inspect_image(tag)["Config"]["Labels"] or {}
+    return str(found.get(labels.KEY, ""))
 
 
 def ancestors(client: docker.APIClient, ref: str) -> list[str]:
@@ -420,7 +421,7 @@ class Recorder:
         with self._lock:
             self.events.append((image, "log"))
 
-    def note(self, image: str, message: str) -> None:
+    def note(self, image: str, message: str, state: object = None) -> None:
         with self._lock:
             self.events.append((image, "done" if message.startswith("built ") else "note"))
 
@@ -439,7 +440,7 @@ def test_independent_images_build_side_by_side_and_children_after_parents(
         project.write(f"images/{name}/Dockerfile", f"FROM {project.base}\nRUN sleep 2\n")
     project.write("images/child/Dockerfile", "FROM left\nCOPY . /c/\n")
     recorder = Recorder()
-    results = envkit.build.ensure(load(project.root), spy.daemon, progress=recorder)
+    results = envkit.images.build.ensure(load(project.root), spy.daemon, progress=recorder)
     assert [r.status for r in results] == ["built"] * 3
     first_done = min(recorder.first("left", "done"), recorder.first("right", "done"))
     assert recorder.first("left", "log") < first_done
@@ -464,10 +465,10 @@ def test_failing_build_raises_build_error_and_leaves_no_tag(
     assert "non-zero code: 3" in err.reason
     assert err.build_log, "the tail of the build log must be kept"
     assert any("about-to-fail" in line for line in err.build_log), err.build_log
-    assert len(err.build_log) <= envkit.build.LOG_TAIL
+    assert len(err.build_log) <= envkit.images.classic.LOG_TAIL
     assert "about-to-fail" in str(err)
 
-    tag = envkit.build.plan(load(project.root), spy.daemon).tag("broken")
+    tag = envkit.images.build.plan(load(project.root), spy.daemon).tag("broken")
     with pytest.raises(ImageNotFound):
         docker_client.inspect_image(tag)
     assert docker_client.images(name=f"{project.stack}/broken") == []
@@ -517,7 +518,7 @@ def test_ctrl_c_during_a_build_exits_at_once_and_leaves_nothing(
     while time.monotonic() < deadline and docker_client.containers(all=True, filters={"id": container}):
         time.sleep(0.2)
     assert not docker_client.containers(all=True, filters={"id": container})
-    assert not [i for i in docker_client.images(filters={"label": f"{runtime.LABEL_STACK}={project.stack}"})]
+    assert not [i for i in docker_client.images(filters={"label": f"{labels.PROJECT}={project.stack}"})]
 
 
 def test_missing_base_with_pull_never_is_a_clear_error(project: Project, spy: BuildSpy) -> None:
@@ -619,7 +620,7 @@ def test_gc_removes_only_this_stacks_stale_tags(
                 docker_client.inspect_image(tag)
         for tag in current:
             docker_client.inspect_image(tag)
-        assert docker_client.inspect_image(impostor)["Config"]["Labels"] == {runtime.LABEL_STACK: other_stack}
+        assert docker_client.inspect_image(impostor)["Config"]["Labels"] == {labels.PROJECT: other_stack}
 
         again = spy.ensure(project.root)
         assert statuses(again) == dict.fromkeys(IMAGES, "cached")

@@ -12,7 +12,7 @@ import docker
 import pytest
 from conftest import Project
 
-from envkit import runtime
+from envkit.docker import labels
 
 pytestmark = pytest.mark.docker
 
@@ -99,6 +99,6 @@ def test_two_concurrent_builds_build_each_image_once(
     assert {tag: tagged[tag] for tag in tags.values()} == dict.fromkeys(tags.values(), 1), tagged
     for image, tag in tags.items():
         key = str(by_image[image][0]["key"])
-        ids = {i["Id"] for i in docker_client.images(filters={"label": f"{runtime.LABEL_KEY}={key}"})}
+        ids = {i["Id"] for i in docker_client.images(filters={"label": f"{labels.KEY}={key}"})}
         assert len(ids) == 1, (image, ids)
         assert docker_client.inspect_image(tag)["Id"] in ids

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from envkit.build import ensure
-from envkit.config import load
+from envkit.config.find import load
+from envkit.docker.engine import Daemon
+from envkit.docker.transport import DEFAULT_SOCKET
 from envkit.errors import DockerUnavailable
-from envkit.runtime import DEFAULT_SOCKET, Daemon
+from envkit.images.build import ensure
 
 pytestmark = pytest.mark.docker
 
@@ -45,13 +46,15 @@ def test_a_no_op_build_never_imports_docker_py(project: Project) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
-    # ... and a build that has work to do does use it.
+    # ... nor does a build that has work to do: envkit speaks the Engine API over the socket itself.
     project.write("images/app/main.sh", "echo changed\n")
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=project.root, env=project.env(), capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    assert "docker" in json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    built = json.loads(project.cli("build", "--json", check=True).stdout)
+    assert [r["status"] for r in built] == ["cached"]  # the build above made the new key's image
 
 
 @pytest.fixture
@@ -157,13 +160,13 @@ def test_the_platform_is_asked_once_per_daemon_and_remembered(
     """A ping opens the connection; /version is asked once, then the user's cache answers."""
     environ = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     asked: list[str] = []
-    real_get = Daemon._get
+    real_json = Daemon._json
 
-    def counting_get(self: Daemon, path: str, *args: object, **kwargs: object) -> object:
+    def counting_json(self: Daemon, method: str, path: str, *args: object, **kwargs: object) -> object:
         asked.append(path)
-        return real_get(self, path, *args, **kwargs)  # type: ignore[arg-type]
+        return real_json(self, method, path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Daemon, "_get", counting_get)
+    monkeypatch.setattr(Daemon, "_json", counting_json)
     first = Daemon(environ)
     assert asked == []  # construction only pings
     platform = first.platform
@@ -182,3 +185,51 @@ def test_the_platform_is_asked_once_per_daemon_and_remembered(
     third = Daemon(environ)
     assert third.platform == platform
     assert asked == ["/version", "/version"]
+
+
+@pytest.mark.parametrize("how", ["current-context", "DOCKER_CONTEXT"])
+def test_a_docker_context_chooses_the_engine_and_status_says_so(
+    project: Project, tmp_path: Path, how: str
+) -> None:
+    """A context whose endpoint is another path to the real socket: envkit builds through it, and
+    `envkit status` names the engine and why it was chosen."""
+    import hashlib
+
+    link = tmp_path / "elsewhere" / "engine.sock"
+    link.parent.mkdir()
+    link.symlink_to(DEFAULT_SOCKET)
+    config_dir = tmp_path / "docker-config"
+    meta = config_dir / "contexts" / "meta" / hashlib.sha256(b"elsewhere").hexdigest()
+    meta.mkdir(parents=True)
+    endpoint = {"Host": f"unix://{link}", "SkipTLSVerify": False}
+    (meta / "meta.json").write_text(json.dumps({"Name": "elsewhere", "Endpoints": {"docker": endpoint}}))
+    env = {k: v for k, v in project.env().items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
+    env["DOCKER_CONFIG"] = str(config_dir)
+    if how == "DOCKER_CONTEXT":
+        env["DOCKER_CONTEXT"] = "elsewhere"
+        (config_dir / "config.json").write_text(json.dumps({"currentContext": "default"}))
+    else:
+        (config_dir / "config.json").write_text(json.dumps({"currentContext": "elsewhere"}))
+    one_image(project)
+
+    def envkit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "envkit", *args], cwd=project.root, env=env, capture_output=True, text=True
+        )
+
+    built = envkit("build", "--json")
+    assert built.returncode == 0, built.stderr
+    assert [r["status"] for r in json.loads(built.stdout)] == ["built"]
+    status = envkit("status", "--json")
+    assert status.returncode == 0, status.stderr
+    engine = json.loads(status.stdout)["engine"]
+    assert engine["host"] == f"unix://{link}" and engine["context"] == "elsewhere"
+    assert ("DOCKER_CONTEXT" if how == "DOCKER_CONTEXT" else "current context") in engine["source"]
+    text = envkit("status").stdout
+    assert f"engine: unix://{link} (from docker context 'elsewhere'" in text
+
+    # A context that points nowhere is one clear error, not a fallback to the default socket.
+    link.unlink()
+    broken = envkit("build")
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert "does not answer" in broken.stderr and "docker context 'elsewhere'" in broken.stderr

@@ -22,9 +22,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from envkit import runtime
-from envkit.config import load
-from envkit.stack import stack_id
+from envkit.config.find import load
+from envkit.docker import labels
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "envkit-demo"
@@ -36,8 +35,8 @@ pytestmark = pytest.mark.docker
 def _demo_images(client: docker.APIClient) -> set[str]:
     return {
         image["Id"]
-        for image in client.images(filters={"label": f"{runtime.LABEL_STACK}={PROJECT}"})
-        if (image.get("Labels") or {}).get(runtime.LABEL_STACK) == PROJECT
+        for image in client.images(filters={"label": f"{labels.PROJECT}={PROJECT}"})
+        if (image.get("Labels") or {}).get(labels.PROJECT) == PROJECT
     }
 
 
@@ -62,7 +61,7 @@ def test_pytest_n4_on_the_demo_stack_starts_each_service_once_and_leaves_nothing
         "ENVKIT_ROOT": str(ROOT),
         "ENVKIT_STATE_DIR": str(tmp_path / "state"),
     }
-    sid = stack_id(load(ROOT, env))
+    sid = load(ROOT, env).id
     before = _demo_images(docker_client)
     try:
         build = [sys.executable, "-m", "envkit", "build", "--json", "--quiet"]
@@ -92,21 +91,21 @@ def test_pytest_n4_on_the_demo_stack_starts_each_service_once_and_leaves_nothing
         events = docker_client.events(
             since=int(since),
             until=int(until) + 1,
-            filters={"type": "container", "event": "create", "label": [f"{runtime.LABEL_STACK}={sid}"]},
+            filters={"type": "container", "event": "create", "label": [f"{labels.STACK}={sid}"]},
             decode=True,
         )
-        created = collections.Counter(e["Actor"]["Attributes"].get(runtime.LABEL_SERVICE) for e in events)
+        created = collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in events)
         assert created == dict.fromkeys(SERVICES, 1), created
 
         # The controller tears the stack down as its session ends: nothing is left once it exited.
-        assert docker_client.containers(all=True, filters={"label": f"{runtime.LABEL_STACK}={sid}"}) == []
-        assert docker_client.networks(filters={"label": f"{runtime.LABEL_STACK}={sid}"}) == []
+        assert docker_client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}) == []
+        assert docker_client.networks(filters={"label": f"{labels.STACK}={sid}"}) == []
         holders = tmp_path / "state" / "holders"
         assert not holders.exists() or not any(holders.glob("*.json"))
     finally:
-        for c in docker_client.containers(all=True, filters={"label": f"{runtime.LABEL_STACK}={sid}"}):
+        for c in docker_client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}):
             docker_client.remove_container(c["Id"], force=True, v=True)
-        for n in docker_client.networks(filters={"label": f"{runtime.LABEL_STACK}={sid}"}):
+        for n in docker_client.networks(filters={"label": f"{labels.STACK}={sid}"}):
             docker_client.remove_network(n["Id"])
         _remove_images(docker_client, _demo_images(docker_client) - before)
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from envkit import runtime
+from envkit.docker import labels
 from integration.stack_fixtures import StackProject
 
 pytestmark = pytest.mark.docker
@@ -55,7 +55,7 @@ def _creates(sp: StackProject, since: float) -> collections.Counter[str]:
         filters={"type": "container", "event": "create", "label": [sp.label]},
         decode=True,
     )
-    return collections.Counter(e["Actor"]["Attributes"].get(runtime.LABEL_SERVICE) for e in events)
+    return collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in events)
 
 
 def test_e2e_runs_the_tests_on_one_stack_and_stops_it(stack_project: StackProject) -> None:

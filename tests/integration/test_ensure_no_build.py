@@ -9,9 +9,10 @@ import docker
 import pytest
 from conftest import Project
 
-import envkit.build
-from envkit import runtime
-from envkit.config import load
+import envkit.images.build
+from envkit.config.find import load
+from envkit.docker import labels
+from envkit.docker.engine import Daemon
 from envkit.errors import ImageMissing
 
 pytestmark = pytest.mark.docker
@@ -20,28 +21,28 @@ pytestmark = pytest.mark.docker
 class Counted:
     """A daemon whose ``build`` calls are counted."""
 
-    def __init__(self, daemon: runtime.Daemon) -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.builds = 0
 
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counted]:
-    daemon = runtime.Daemon()
+    daemon = Daemon()
     the_counted = Counted(daemon)
-    original = daemon.client.build
+    original = daemon.build
 
     def counting_build(*args: Any, **kwargs: Any) -> Any:
         the_counted.builds += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(daemon.client, "build", counting_build)
+    monkeypatch.setattr(daemon, "build", counting_build)
     yield the_counted
     daemon.close()
 
 
 def stack_images(client: docker.APIClient, stack: str) -> list[str]:
-    return sorted(i["Id"] for i in client.images(filters={"label": f"{runtime.LABEL_STACK}={stack}"}))
+    return sorted(i["Id"] for i in client.images(filters={"label": f"{labels.PROJECT}={stack}"}))
 
 
 def make_project(project: Project) -> None:
@@ -57,7 +58,7 @@ def test_no_build_fails_on_a_missing_image_and_builds_nothing(
 ) -> None:
     make_project(project)
     with pytest.raises(ImageMissing) as caught:
-        envkit.build.ensure(load(project.root), counted.daemon, build=False)
+        envkit.images.build.ensure(load(project.root), counted.daemon, build=False)
     err = caught.value
     assert err.images == ["base", "child"]
     assert "base, child" in str(err) and "not built" in str(err)
@@ -65,11 +66,11 @@ def test_no_build_fails_on_a_missing_image_and_builds_nothing(
     assert stack_images(docker_client, project.stack) == []
 
     # built once, the same call finds everything cached
-    built = envkit.build.ensure(load(project.root), counted.daemon)
+    built = envkit.images.build.ensure(load(project.root), counted.daemon)
     assert [r.status for r in built] == ["built", "built"]
     assert counted.builds == 2
     present = stack_images(docker_client, project.stack)
-    cached = envkit.build.ensure(load(project.root), counted.daemon, build=False)
+    cached = envkit.images.build.ensure(load(project.root), counted.daemon, build=False)
     assert [(r.image, r.status) for r in cached] == [("base", "cached"), ("child", "cached")]
     assert [r.tag for r in cached] == [r.tag for r in built]
     assert counted.builds == 2
@@ -77,7 +78,7 @@ def test_no_build_fails_on_a_missing_image_and_builds_nothing(
     # a changed child is missing; only it is named, and still nothing is built
     project.write("images/child/c.txt", "charlie, edited\n")
     with pytest.raises(ImageMissing) as caught:
-        envkit.build.ensure(load(project.root), counted.daemon, build=False)
+        envkit.images.build.ensure(load(project.root), counted.daemon, build=False)
     assert caught.value.images == ["child"]
     assert "file changed: c.txt" in caught.value.reason
     assert "image child is not built" in str(caught.value)

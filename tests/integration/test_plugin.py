@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from envkit import runtime
+from envkit.docker import labels
 from integration.stack_fixtures import StackProject
 
 pytest_plugins = ["pytester"]
@@ -95,7 +95,7 @@ import json
 import os
 from pathlib import Path
 
-from envkit import runtime
+import docker
 
 HERE = Path(__file__).parent
 LABEL = {label!r}
@@ -104,7 +104,7 @@ LABEL = {label!r}
 def pytest_unconfigure(config):
     if hasattr(config, "workerinput"):
         return
-    client = runtime.Daemon().client
+    client = docker.APIClient(version="auto")
     holders = HERE / ".envkit" / "holders"
     state = {{
         "containers": sorted(c["Names"][0] for c in client.containers(all=True, filters={{"label": LABEL}})),
@@ -166,9 +166,7 @@ class Inner:
 
     def running(self) -> list[str]:
         """Services of this stack whose container runs."""
-        return sorted(
-            c["Labels"][runtime.LABEL_SERVICE] for c in self.sp.containers() if c["State"] == "running"
-        )
+        return sorted(c["Labels"][labels.SERVICE] for c in self.sp.containers() if c["State"] == "running")
 
 
 def creates(sp: StackProject, since: float, until: float) -> collections.Counter[str]:
@@ -179,9 +177,7 @@ def creates(sp: StackProject, since: float, until: float) -> collections.Counter
         decode=True,
         filters={"label": sp.label, "type": "container", "event": "create"},
     )
-    return collections.Counter(
-        str(event["Actor"]["Attributes"].get(runtime.LABEL_SERVICE)) for event in events
-    )
+    return collections.Counter(str(event["Actor"]["Attributes"].get(labels.SERVICE)) for event in events)
 
 
 @pytest.fixture
@@ -521,13 +517,13 @@ LAZY = """
     import pytest
     from inner_helpers import use
 
-    from envkit import runtime
+    import docker
 
     pytestmark = pytest.mark.services("cache")
 
     # Collected first, so it runs first: the session has started nothing yet.
     def test_a_runs_before_anything_started():
-        client = runtime.Daemon().client
+        client = docker.APIClient(version="auto")
         assert client.containers(all=True, filters={{"label": "{label}"}}) == []
         holders = Path(".envkit", "holders")
         assert not holders.exists() or not list(holders.iterdir())
@@ -752,7 +748,7 @@ LOCK_AT_THE_END = """
     HOLD_LOCK = (
         "import sys, time\\n"
         "from pathlib import Path\\n"
-        "from envkit.lease import state_lock\\n"
+        "from envkit.stack.lease import state_lock\\n"
         "with state_lock(Path(sys.argv[1])):\\n"
         "    print('locked', flush=True)\\n"
         "    time.sleep(4)\\n"

@@ -23,8 +23,10 @@ import pytest
 from conftest import Project, busybox_rootfs_tar
 from docker.errors import ImageNotFound
 
-from envkit import recipe, runtime
-from envkit.config import load
+from envkit.config.find import load
+from envkit.docker import labels
+from envkit.docker.engine import Daemon
+from envkit.images import recipe
 from envkit.progress import Silent
 
 pytestmark = pytest.mark.docker
@@ -147,16 +149,16 @@ def test_recipe_image_is_imported_cached_and_rebuilt_when_the_recipe_changes(
     assert "GREETING=hello world" in base["Config"]["Env"]
     assert base["Config"]["Cmd"] == ["/bin/sh", "-c", "echo $GREETING"]
     assert base["Config"]["WorkingDir"] == "/srv"
-    labels = base["Config"]["Labels"]
-    assert labels[runtime.LABEL_STACK] == project.stack
-    assert labels[runtime.LABEL_IMAGE] == "base"
-    assert labels[runtime.LABEL_KEY] == first["base"]["key"]
+    found = base["Config"]["Labels"]
+    assert found[labels.PROJECT] == project.stack
+    assert found[labels.IMAGE] == "base"
+    assert found[labels.KEY] == first["base"]["key"]
     # app is built on base: its layers start with base's, and it inherits the recipe's config
     assert app["RootFS"]["Layers"][: len(base["RootFS"]["Layers"])] == base["RootFS"]["Layers"]
     assert len(app["RootFS"]["Layers"]) > len(base["RootFS"]["Layers"])
     assert "GREETING=hello world" in app["Config"]["Env"]
-    assert app["Config"]["Labels"][runtime.LABEL_STACK] == project.stack
-    assert app["Config"]["Labels"][runtime.LABEL_KEY] == first["app"]["key"]
+    assert app["Config"]["Labels"][labels.PROJECT] == project.stack
+    assert app["Config"]["Labels"][labels.KEY] == first["app"]["key"]
 
     # warm: nothing is built, mmdebstrap is not run again
     second = build_json(project)
@@ -181,9 +183,7 @@ def test_recipe_image_is_imported_cached_and_rebuilt_when_the_recipe_changes(
     assert len(fake.calls()) == 2
 
     # everything made carries the stack's label: the project's cleanup finds all of it
-    made = {
-        i["Id"] for i in docker_client.images(filters={"label": f"{runtime.LABEL_STACK}={project.stack}"})
-    }
+    made = {i["Id"] for i in docker_client.images(filters={"label": f"{labels.PROJECT}={project.stack}"})}
     assert set(gone_after_teardown) <= made
 
 
@@ -198,7 +198,7 @@ def test_recipe_build_failure_leaves_no_image(
     assert proc.returncode == 1
     assert "hello 0.0-gone" in proc.stderr and "re-locked" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert docker_client.images(filters={"label": f"{runtime.LABEL_STACK}={project.stack}"}) == []
+    assert docker_client.images(filters={"label": f"{labels.PROJECT}={project.stack}"}) == []
 
 
 # (env value, id): each must reach the image's environment exactly as written in the recipe
@@ -218,8 +218,8 @@ def test_recipe_env_value_reaches_the_image_as_written(
     write_project(project, RECIPE.replace('GREETING = "hello world"', f"GREETING = {toml_value}"))
     spec = load(project.root, environ={}).images["base"]
     assert spec.recipe is not None and spec.recipe.env["GREETING"] == value
-    labels = {runtime.LABEL_STACK: project.stack, runtime.LABEL_IMAGE: "base"}
-    daemon = runtime.Daemon()
+    image_labels = {labels.PROJECT: project.stack, labels.IMAGE: "base"}
+    daemon = Daemon()
     started: list[subprocess.Popen[str]] = []
     real_popen = subprocess.Popen
 
@@ -231,12 +231,12 @@ def test_recipe_env_value_reaches_the_image_as_written(
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(recipe.subprocess, "Popen", recording_popen)
-            image_id = recipe.build(daemon, "base", spec.recipe, labels, Silent())
+            image_id = recipe.build(daemon, "base", spec.recipe, image_labels, Silent())
     finally:
         for proc in started:  # recipe.build leaves its pipe open (see tests/unit/test_recipe.py)
             if proc.stdout is not None:
                 proc.stdout.close()
         daemon.close()
     found = docker_client.inspect_image(image_id)
-    assert found["Config"]["Labels"][runtime.LABEL_STACK] == project.stack
+    assert found["Config"]["Labels"][labels.PROJECT] == project.stack
     assert f"GREETING={value}" in found["Config"]["Env"]

@@ -105,7 +105,7 @@ def test_the_reaper_tears_down_after_its_checkout_and_packages_are_deleted(
     log = (sp.state_dir / "reaper.log").open("ab")
     try:
         reaper = subprocess.Popen(
-            [sys.executable, "-S", "-m", "envkit.reaper", str(sp.state_dir), sp.stack_id],
+            [sys.executable, "-S", "-m", "envkit.stack.reaper", str(sp.state_dir), sp.stack_id],
             cwd=tmp_path,
             env=env,
             stdout=log,

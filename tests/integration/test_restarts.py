@@ -18,7 +18,7 @@ import time
 import pytest
 
 import envkit
-from envkit.store import STATE_FILE
+from envkit.stack.state import STATE_FILE
 from integration.stack_fixtures import StackProject, read_line, release
 
 pytestmark = pytest.mark.docker

@@ -39,7 +39,7 @@ from typing import Any
 import psutil
 import pytest
 
-from envkit import runtime
+from envkit.docker import labels
 from integration.stack_fixtures import StackProject, read_line, release
 
 pytestmark = pytest.mark.docker
@@ -59,16 +59,14 @@ def creates(sp: StackProject, since: float, until: float) -> collections.Counter
         decode=True,
         filters={"label": sp.label, "type": "container", "event": "create"},
     )
-    return collections.Counter(
-        str(event["Actor"]["Attributes"].get(runtime.LABEL_SERVICE)) for event in events
-    )
+    return collections.Counter(str(event["Actor"]["Attributes"].get(labels.SERVICE)) for event in events)
 
 
 def container_ids(sp: StackProject) -> dict[str, str]:
     """Service -> id of its running container (fails if a service has more than one)."""
     ids: dict[str, str] = {}
     for c in sp.containers():
-        service = c["Labels"][runtime.LABEL_SERVICE]
+        service = c["Labels"][labels.SERVICE]
         assert service not in ids, f"two containers for service {service}: {sp.containers()}"
         assert c["State"] == "running", c
         ids[service] = c["Id"]

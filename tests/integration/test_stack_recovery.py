@@ -26,7 +26,7 @@ import pytest
 from conftest import Project
 
 import envkit
-from envkit import runtime
+from envkit.docker import labels
 from integration.stack_fixtures import (
     DEFAULT_SERVICES,
     StackProject,
@@ -43,7 +43,7 @@ DEAD_SOCKET = "unix:///nonexistent.sock"
 LOCKER = """
 import sys
 from pathlib import Path
-from envkit.lease import state_lock
+from envkit.stack.lease import state_lock
 with state_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()
@@ -58,7 +58,7 @@ def running_ids(sp: StackProject) -> dict[str, str]:
     out = {}
     for c in sp.containers():
         assert c["State"] == "running", f"a container of the stack is {c['State']}: {c['Names']}"
-        service = c["Labels"][runtime.LABEL_SERVICE]
+        service = c["Labels"][labels.SERVICE]
         assert service not in out, f"two containers for service {service!r}"
         out[service] = c["Id"]
     return out
@@ -72,7 +72,7 @@ def creates_since(sp: StackProject, since: float) -> list[str]:
         filters={"type": "container", "event": "create", "label": sp.label},
         decode=True,
     )
-    return [e["id"] for e in events if e["Actor"]["Attributes"].get(runtime.LABEL_STACK) == sp.stack_id]
+    return [e["id"] for e in events if e["Actor"]["Attributes"].get(labels.STACK) == sp.stack_id]
 
 
 def holder_files(sp: StackProject) -> list[str]:
@@ -296,7 +296,7 @@ def test_changed_inputs_under_a_holder_are_a_conflict_then_a_restart(stack_proje
     try:
         line = read_line(first)
         assert "error" not in line, line
-        before = {c["Labels"][runtime.LABEL_SERVICE]: c for c in sp.containers()}
+        before = {c["Labels"][labels.SERVICE]: c for c in sp.containers()}
 
         sp.write_stack(
             DEFAULT_SERVICES.replace(
@@ -319,9 +319,9 @@ def test_changed_inputs_under_a_holder_are_a_conflict_then_a_restart(stack_proje
         restarted = sp.holder()
         read = read_line(restarted)
         assert "error" not in read, read
-        after = {c["Labels"][runtime.LABEL_SERVICE]: c for c in sp.containers()}
+        after = {c["Labels"][labels.SERVICE]: c for c in sp.containers()}
         assert after["web"]["Id"] != before["web"]["Id"]
-        assert after["web"]["Labels"][runtime.LABEL_INPUTS] != before["web"]["Labels"][runtime.LABEL_INPUTS]
+        assert after["web"]["Labels"][labels.INPUTS] != before["web"]["Labels"][labels.INPUTS]
         assert "GREETING=v2" in sp.client.inspect_container(after["web"]["Id"])["Config"]["Env"]
         code, err = release(restarted)
         assert code == 0, err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from envkit.config import find_root, load
+from envkit.config.find import find_root, load
 from envkit.errors import ConfigError
 
 GOOD_DOCKERFILE = "FROM scratch\nCOPY . /\n"

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from envkit.config import ImageSpec, load
-from envkit.digest import Hasher, Inputs, StatCache, explain, image_inputs
+from envkit.config.find import load
+from envkit.config.model import ImageSpec
+from envkit.images.digest import Hasher, Inputs, image_inputs
+from envkit.images.manifests import explain
+from envkit.images.statcache import StatCache
 
 
 def spec_for(root: Path, name: str = "app") -> ImageSpec:
@@ -182,7 +185,7 @@ def test_explain_first_build_and_removed_image() -> None:
 def test_walk_matches_docker_py_exclude_paths(tmp_path: Path, patterns: list[str]) -> None:
     from docker.utils.build import exclude_paths
 
-    from envkit.digest import context_entries
+    from envkit.images.context import context_entries
 
     root = tmp_path / "p"
     ctx = root / "images/app"
@@ -207,16 +210,16 @@ class TestListingCache:
 
     @pytest.fixture
     def walks(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-        import envkit.digest
+        import envkit.images.context
 
         calls: list[str] = []
-        real = envkit.digest._walk
+        real = envkit.images.context._walk
 
         def counting(context: str, *args: object) -> object:
             calls.append(context)
             return real(context, *args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(envkit.digest, "_walk", counting)
+        monkeypatch.setattr(envkit.images.context, "_walk", counting)
         return calls
 
     @staticmethod
@@ -254,7 +257,7 @@ class TestListingCache:
         os.utime(app / "sub", ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime put back
         files, _ = self.run(root)
         assert len(walks) == 2
-        from envkit.digest import _walk
+        from envkit.images.context import _walk
 
         expected, _ = _walk(str(app), [], set())
         if (app / ".dockerignore").exists():

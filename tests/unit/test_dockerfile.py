@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from envkit.dockerfile import parse
+from envkit.images.dockerfile import parse
 
 
 def refs(text: str, args: dict[str, str] | None = None) -> list[str]:

@@ -17,19 +17,15 @@ from dataclasses import replace
 
 import pytest
 
-from envkit.config import HealthCheck, ServiceSpec
+from envkit.config.model import HealthCheck, ServiceSpec
 from envkit.errors import ConfigError, EndpointError
-from envkit.stack import (
-    HOST,
-    StackHandle,
-    _handle,
-    _http_probe,
-    _inputs_hash,
-    _tcp_probe,
-    env_flag,
-    env_seconds,
-)
-from envkit.store import ServiceState, StackState
+from envkit.settings import Settings
+from envkit.stack.handle import HOST, StackHandle
+from envkit.stack.handle import handle as _handle
+from envkit.stack.health import http_probe as _http_probe
+from envkit.stack.health import tcp_probe as _tcp_probe
+from envkit.stack.reconcile import inputs_hash as _inputs_hash
+from envkit.stack.state import ServiceState, StackState
 
 PORTS = {"db": {5432: 49153}, "web-api": {8000: 49200, 9000: 49201}, "cache.v2": {6379: 49300}}
 
@@ -118,18 +114,18 @@ def test_handle_from_state_shows_healthy_services_only() -> None:
     ("raw", "expected"), [("", None), ("0", 0.0), ("30", 30.0), ("2.5", 2.5), (" 7 ", 7.0)]
 )
 def test_env_seconds_reads_a_number(raw: str, expected: float | None) -> None:
-    assert env_seconds("ENVKIT_TTL", None, {"ENVKIT_TTL": raw}) == expected
+    assert Settings.from_env({"ENVKIT_TTL": raw}).ttl == expected
 
 
 def test_env_seconds_default_when_unset() -> None:
-    assert env_seconds("ENVKIT_GRACE", 3.0, {}) == 3.0
-    assert env_seconds("ENVKIT_GRACE", None, {}) is None
+    assert Settings.from_env({}).grace == 3.0
+    assert Settings.from_env({}).ttl is None
 
 
 @pytest.mark.parametrize("raw", ["soon", "-1", "1s", "nan"])
 def test_env_seconds_rejects_what_is_not_seconds(raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        env_seconds("ENVKIT_TTL", None, {"ENVKIT_TTL": raw})
+        Settings.from_env({"ENVKIT_TTL": raw})
     err = caught.value
     assert err.key == "ENVKIT_TTL"
     assert repr(raw) in err.problem and "seconds" in err.problem
@@ -144,17 +140,17 @@ def test_env_seconds_rejects_what_is_not_seconds(raw: str) -> None:
     ],
 )
 def test_env_flag_reads_yes_and_no(raw: str, expected: bool) -> None:
-    assert env_flag("ENVKIT_KEEP", {"ENVKIT_KEEP": raw}) is expected
+    assert Settings.from_env({"ENVKIT_KEEP": raw}).keep is expected
 
 
 def test_env_flag_unset_is_false() -> None:
-    assert env_flag("ENVKIT_KEEP", {}) is False
+    assert Settings.from_env({}).keep is False
 
 
 @pytest.mark.parametrize("raw", ["2", "maybe", "ja"])
 def test_env_flag_rejects_other_values(raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        env_flag("ENVKIT_KEEP", {"ENVKIT_KEEP": raw})
+        Settings.from_env({"ENVKIT_KEEP": raw})
     err = caught.value
     assert err.key == "ENVKIT_KEEP"
     assert repr(raw) in err.problem

@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from envkit import lease
 from envkit.errors import LockTimeout
-from envkit.lease import Holder
+from envkit.stack import lease
+from envkit.stack.lease import Holder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 REGISTER = """
     import sys, time
     from pathlib import Path
-    from envkit import lease
+    from envkit.stack import lease
     reg = lease.register(Path(sys.argv[1]), lease.new_holder("process"))
     print(reg.path, flush=True)
     time.sleep(120)
@@ -394,7 +394,7 @@ def test_lock_descriptor_is_not_inherited(state_dir: Path) -> None:
 HOLD_LOCK = """
     import sys, time
     from pathlib import Path
-    from envkit import lease
+    from envkit.stack import lease
     with lease.state_lock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(120)

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from envkit import recipe
+from envkit.config import recipe as recipe_model
 from envkit.errors import BuildError, ConfigError
+from envkit.images import recipe
 
 GOOD = """\
 [debian]
@@ -44,8 +45,8 @@ workdir = "/srv/app"
 MINIMAL = '[debian]\nsuite = "trixie"\nsources = ["deb http://deb.debian.org/debian trixie main"]\n'
 
 
-def parse(text: str, file: Path = Path("/p/images/base/recipe.toml")) -> recipe.Recipe:
-    return recipe.parse(file, text, "images.base")
+def parse(text: str, file: Path = Path("/p/images/base/recipe.toml")) -> recipe_model.Recipe:
+    return recipe_model.parse(file, text, "images.base")
 
 
 class Notes:
@@ -58,7 +59,7 @@ class Notes:
     def log(self, image: str, line: str) -> None:
         self.logs.append(line)
 
-    def note(self, image: str, message: str) -> None:
+    def note(self, image: str, message: str, state: object = None) -> None:
         self.notes.append(message)
 
 
@@ -209,7 +210,7 @@ def test_includes_pin_each_package_and_star_takes_the_current_one() -> None:
 
 def test_command_line_for_mmdebstrap() -> None:
     out = Path("/tmp/x/rootfs.tar")
-    cmd = parse(GOOD).command("/usr/bin/mmdebstrap", out)
+    cmd = recipe.command(parse(GOOD), "/usr/bin/mmdebstrap", out)
     assert cmd[0] == "/usr/bin/mmdebstrap"
     # mmdebstrap's positional arguments: SUITE TARGET MIRROR..., the {snapshot} substituted
     assert cmd[-4:] == [
@@ -228,14 +229,14 @@ def test_command_line_for_mmdebstrap() -> None:
 
 
 def test_command_line_without_packages_or_excludes() -> None:
-    cmd = parse(MINIMAL).command("mmdebstrap", Path("/o.tar"))
+    cmd = recipe.command(parse(MINIMAL), "mmdebstrap", Path("/o.tar"))
     assert not any(a.startswith(("--include", "--dpkgopt")) for a in cmd)
     assert "--variant=minbase" in cmd
     assert cmd[-3:] == ["trixie", "/o.tar", "deb http://deb.debian.org/debian trixie main"]
 
 
 def test_import_changes_quote_env_cmd_and_labels() -> None:
-    changes = parse(GOOD).changes({"envkit.stack": "demo", "envkit.key": 'k"1'})
+    changes = recipe.changes(parse(GOOD), {"envkit.stack": "demo", "envkit.key": 'k"1'})
     assert changes == [
         'ENV GREETING="hello world"',
         'ENV LANG="C.UTF-8"',
@@ -248,7 +249,7 @@ def test_import_changes_quote_env_cmd_and_labels() -> None:
 
 
 def test_import_changes_of_a_minimal_recipe_are_only_labels() -> None:
-    assert parse(MINIMAL).changes({"envkit.stack": "s"}) == ['LABEL "envkit.stack"="s"']
+    assert recipe.changes(parse(MINIMAL), {"envkit.stack": "s"}) == ['LABEL "envkit.stack"="s"']
 
 
 @pytest.mark.parametrize("snapshot", ["20240101T000000Z", "20261125T123456Z", "19991231T235959Z"])

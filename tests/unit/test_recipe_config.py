@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from envkit import recipe
-from envkit.config import find_root, load, stack_file_name
-from envkit.digest import BUILDER, Hasher, Inputs, StatCache, explain, image_inputs
+from envkit.config.find import find_root, load
 from envkit.errors import ConfigError
+from envkit.images.digest import BUILDER, RECIPE_BUILDER, Hasher, Inputs, image_inputs
+from envkit.images.manifests import explain
+from envkit.images.statcache import StatCache
+from envkit.settings import Settings
 
 RECIPE = """\
 [debian]
@@ -57,8 +59,8 @@ def test_recipe_image_is_loaded_with_its_recipe(tmp_path: Path) -> None:
     assert base.recipe is not None
     assert base.recipe.file == path and base.recipe.suite == "bookworm"
     assert dict(base.recipe.packages) == {"redis-server": "5:7.0.15-1~deb12u1"}
-    assert base.dockerfile == path
-    assert base.dockerfile_text == RECIPE
+    assert base.dockerfile is None  # a recipe image has no Dockerfile
+    assert base.recipe.text == RECIPE and base.definition == RECIPE
     assert base.parents == () and base.externals == ()
     assert base.args == {} and base.target is None and base.platform is None
     # an image FROM the recipe image builds on it
@@ -134,7 +136,7 @@ def test_bad_recipe_inside_names_the_recipe_file(tmp_path: Path) -> None:
 def test_recipe_image_key_uses_the_recipe_builder_and_changes_with_the_recipe(tmp_path: Path) -> None:
     make(tmp_path)
     before = inputs_of(tmp_path, "base")
-    assert before.builder == recipe.BUILDER
+    assert before.builder == RECIPE_BUILDER
     assert before.builder != BUILDER
     assert inputs_of(tmp_path, "app", {"base": before.key}).builder == BUILDER
     assert inputs_of(tmp_path, "base").key == before.key  # stable while nothing changes
@@ -201,7 +203,7 @@ def test_envkit_config_must_name_a_toml_file(tmp_path: Path, name: str) -> None:
     for call in (
         lambda: load(tmp_path, environ={"ENVKIT_CONFIG": name}),
         lambda: find_root(tmp_path, environ={"ENVKIT_CONFIG": name}),
-        lambda: stack_file_name({"ENVKIT_CONFIG": name}),
+        lambda: Settings.from_env({"ENVKIT_CONFIG": name}),
     ):
         with pytest.raises(ConfigError) as caught:
             call()

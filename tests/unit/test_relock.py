@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from envkit import recipe
+from envkit.config import recipe as recipe_model
 from envkit.errors import BuildError
+from envkit.images import recipe
 
 RECIPE = """\
 # the demo's base
@@ -48,7 +49,7 @@ class Notes:
     def log(self, image: str, line: str) -> None:
         pass
 
-    def note(self, image: str, message: str) -> None:
+    def note(self, image: str, message: str, state: object = None) -> None:
         pass
 
 
@@ -77,7 +78,7 @@ def test_relock_text_changes_only_pins_and_the_snapshot() -> None:
     assert 'env = { python3 = "not a package pin" }' in new  # another table's key of the same name
     assert new.count("\n") == RECIPE.count("\n")
     assert [line for line in new.splitlines() if line.startswith("#")] == ["# the demo's base"]
-    parsed = recipe.parse(Path("/r.toml"), new, "images.base")
+    parsed = recipe_model.parse(Path("/r.toml"), new, "images.base")
     assert dict(parsed.packages) == {
         "redis-server": "5:7.0.15-1~deb12u10",
         "python3": "3.11.2-1+b1",
@@ -87,7 +88,7 @@ def test_relock_text_changes_only_pins_and_the_snapshot() -> None:
 
 def test_resolve_asks_mmdebstrap_simulate_for_every_package_unpinned(fake_bin: Path) -> None:
     fake_mmdebstrap(fake_bin, SIMULATE)
-    r = recipe.parse(Path("/r.toml"), RECIPE, "images.base")
+    r = recipe_model.parse(Path("/r.toml"), RECIPE, "images.base")
     assert recipe.resolve("base", r, Notes()) == {
         "redis-server": "5:7.0.15-1~deb12u10",
         "python3": "3.11.2-1+b1",
@@ -101,15 +102,15 @@ def test_resolve_asks_mmdebstrap_simulate_for_every_package_unpinned(fake_bin: P
 
 def test_resolve_names_a_package_the_mirror_does_not_offer(fake_bin: Path) -> None:
     fake_mmdebstrap(fake_bin, SIMULATE)
-    r = recipe.parse(Path("/r.toml"), RECIPE, "images.base")
-    r = recipe.Recipe(**{**r.__dict__, "packages": {**r.packages, "no-such-pkg": "1"}})
+    r = recipe_model.parse(Path("/r.toml"), RECIPE, "images.base")
+    r = recipe_model.Recipe(**{**r.__dict__, "packages": {**r.packages, "no-such-pkg": "1"}})
     with pytest.raises(BuildError, match="no-such-pkg"):
         recipe.resolve("base", r, Notes())
 
 
 def test_resolve_failure_shows_mmdebstrap_output(fake_bin: Path) -> None:
     fake_mmdebstrap(fake_bin, 'echo "E: Failed to fetch the package lists"\nexit 1\n')
-    r = recipe.parse(Path("/r.toml"), RECIPE, "images.base")
+    r = recipe_model.parse(Path("/r.toml"), RECIPE, "images.base")
     with pytest.raises(BuildError) as caught:
         recipe.resolve("base", r, Notes())
     assert "exit code 1" in str(caught.value)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from envkit.config import DEFAULT_START_TIMEOUT, HealthCheck, StackConfig, load
+from envkit import graph
+from envkit.config.find import load
+from envkit.config.model import DEFAULT_START_TIMEOUT, HealthCheck, StackConfig
 from envkit.errors import ConfigError
-from envkit.stack import Stack
 
 HEAD = '[stack]\nname = "demo"\n[images.app]\n'
 
@@ -309,9 +310,8 @@ def test_service_order_of_a_subset_takes_the_depends_on_closure(tmp_path: Path) 
 
 def test_layers_start_independent_services_together(tmp_path: Path) -> None:
     config = load_services(tmp_path, CHAIN)
-    stack = Stack.__new__(Stack)  # _layers reads only the config: no daemon needed
-    stack.config = config
-    layers = stack._layers(config.service_order())
+    deps = config.service_graph()
+    layers = graph.layers(deps, config.service_order())
     assert [sorted(layer) for layer in layers] == [["cache", "db", "mail"], ["api", "worker"], ["web"]]
-    assert stack._layers(config.service_order(["worker"])) == [["cache"], ["worker"]]
-    assert stack._layers([]) == []
+    assert graph.layers(deps, config.service_order(["worker"])) == [["cache"], ["worker"]]
+    assert graph.layers(deps, []) == []

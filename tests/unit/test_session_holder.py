@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envkit import lease
+from envkit.stack import lease
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from invoke import Exit
 
-from envkit.tasks import _junit_counts, _seconds
+from envkit.e2e import junit_counts as _junit_counts
+from envkit.tasks import _seconds
 
 ENVKIT = Path(sys.executable).with_name("envkit")  # the console script of this venv
 

@@ -1,4 +1,4 @@
-"""The detached watchdog of a shared stack: ``python -m envkit.reaper STATE_DIR STACK_ID``.
+"""The detached watchdog of a shared stack: ``python -m envkit.stack.reaper STATE_DIR STACK_ID``.
 
 Starting a stack starts one reaper (it holds an flock on ``reaper.lock`` in the
 state directory, so a second one exits at once). It runs in its own session,
@@ -8,6 +8,10 @@ none is alive it waits out the grace (or the TTL the last holder asked for)
 and tears the stack down under the state lock, then exits. It also exits when
 someone else has torn the stack down, and tears down what is left if the
 state directory itself is deleted.
+
+It imports nothing of the image-building side of envkit: everything a
+teardown needs is loaded when it starts, so a checkout or virtualenv deleted
+meanwhile cannot strand a stack.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-import envkit
-from envkit import lease, runtime
-from envkit.errors import EnvkitError
-from envkit.stack import DEFAULT_GRACE, env_seconds
-from envkit.store import StackState, Store
+from envkit.docker.engine import Daemon
+from envkit.errors import EnvkitError, StateCorrupt
+from envkit.settings import Settings
+from envkit.stack import idle, lease
+from envkit.stack.objects import StackObjects
+from envkit.stack.state import StackState, StateFile
 
 POLL = 0.5  # seconds between looks at the holders
+GIVE_UP = 3600.0  # seconds of failing looks in a row after which the reaper gives up
 LOCK_FILE = "reaper.lock"
 LOG_FILE = "reaper.log"
 _SPAWNED: list[int] = []  # pids of reapers this process started (reaped when they exit)
@@ -49,13 +56,13 @@ def spawn(state_dir: Path, stack_id: str) -> None:
             if os.waitpid(pid, os.WNOHANG)[0] == 0:
                 continue
         _SPAWNED.remove(pid)
-    package_parent = str(Path(envkit.__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"}
     log_path = str(state_dir / LOG_FILE)
     pid = os.posix_spawn(
         sys.executable,
-        [sys.executable, "-m", "envkit.reaper", str(state_dir), stack_id],
+        [sys.executable, "-m", "envkit.stack.reaper", str(state_dir), stack_id],
         env,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -71,56 +78,101 @@ def _say(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} reaper[{os.getpid()}]: {message}", flush=True)
 
 
+class Retry:
+    """Failed looks in a row: how long to wait before the next one, and when to give up.
+
+    The wait grows by half a second a failure, to at most 5 s; after
+    :data:`GIVE_UP` seconds of nothing but failures the reaper gives up.
+    """
+
+    def __init__(self, give_up: float = GIVE_UP, clock: Callable[[], float] = time.monotonic) -> None:
+        self.give_up = give_up
+        self.clock = clock
+        self.failures = 0
+        self.since: float | None = None
+
+    def failed(self) -> float | None:
+        """Count a failure; the seconds to wait before the next look, or None: give up."""
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        self.failures += 1
+        if now - self.since >= self.give_up:
+            return None
+        return min(5.0, POLL * self.failures)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.since = None
+
+
 class Reaper:
-    def __init__(self, state_dir: Path, stack_id: str, lock_fd: int | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, stack_id: str, settings: Settings, lock_fd: int | None = None
+    ) -> None:
         self.lock_fd = lock_fd  # the reaper lock, let go of under the state lock when done
         self.state_dir = state_dir
         self.stack_id = stack_id
-        self._store: Store | None = None
-        self.lock_timeout = 30.0
-        self.grace = env_seconds("ENVKIT_GRACE", DEFAULT_GRACE) or 0.0
+        self.settings = settings
+        self.state_file = StateFile(state_dir)
+        self._objects: StackObjects | None = None
 
     @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = Store(self.state_dir, self.stack_id, runtime.Daemon())
-        return self._store
+    def objects(self) -> StackObjects:
+        if self._objects is None:
+            daemon = Daemon(cache_dir=self.settings.cache_dir, timeout=_call_bound(self.settings))
+            self._objects = StackObjects(daemon, self.stack_id)
+        return self._objects
+
+    def forget_daemon(self) -> None:
+        """Connect anew at the next look (the engine may have restarted)."""
+        self._objects = None
 
     def step(self) -> bool:  # noqa: PLR0911 - one return per outcome reads best here
         """One look at the stack; True when the reaper's work is done."""
         if not self.state_dir.is_dir():
-            removed = self.store.teardown()
+            removed = self.objects.teardown()
             _say(f"state directory {self.state_dir} is gone: removed {removed} container(s)")
             return True
         holders = lease.read_holders(self.state_dir)
         if any(lease.is_alive(h, p) for h, p in holders):
             return False
-        state = self.store.read()
-        now = time.time()
-        if state is not None and _still_idle(state, now):
+        state = self._read()
+        if state is not None and idle.still_idle(state, time.time()):
             return False
-        with lease.state_lock(self.state_dir, self.lock_timeout):
+        with lease.state_lock(self.state_dir, self.settings.lock_timeout):
             live, leavers = lease.prune(self.state_dir)
             if live:
                 return False
-            state = self.store.read()
+            state = self._read()
             if state is None:
-                removed_count = self.store.teardown()  # torn down already, or the state file was lost
-                if removed_count:
-                    _say(f"no state file and no holder: removed {removed_count} container(s)")
+                removed = self.objects.stop(self.state_file)  # torn down already, or its state was lost
+                if removed:
+                    _say(f"no state file and no holder: removed {removed} container(s)")
                 return self._finish()
+            now = time.time()
             if state.idle_since is None:  # every holder died without leaving
-                gone = self.store.go_idle(state, leavers, self.grace)
-                if gone is None:
+                decision = idle.decide(state, leavers, self.settings.grace, now)
+                if not decision.stop:
+                    idle.mark_idle(state, decision, now)
+                    self.state_file.save(state)
                     _say(f"every holder is gone ({len(leavers)} died without leaving): the stack is idle")
                     return False
-                _say(f"every holder is gone: removed {gone} container(s)")
+                removed = self.objects.stop(self.state_file)
+                _say(f"every holder is gone: removed {removed} container(s)")
                 return self._finish()
-            if _still_idle(state, time.time()):
+            if idle.still_idle(state, now):
                 return False
-            removed_count = self.store.teardown()
-            _say(f"no holder left and the stack's time is up: removed {removed_count} container(s)")
+            removed = self.objects.stop(self.state_file)
+            _say(f"no holder left and the stack's time is up: removed {removed} container(s)")
             return self._finish()
+
+    def _read(self) -> StackState | None:
+        try:
+            return self.state_file.read()
+        except StateCorrupt as err:
+            _say(f"{err}".splitlines()[0] + "; the stack goes once no holder is left")
+            return None
 
     def _finish(self) -> bool:
         """Let go of the reaper lock under the state lock, so that a new stack starts a new reaper."""
@@ -130,16 +182,14 @@ class Reaper:
         return True
 
 
-def _still_idle(state: StackState, now: float) -> bool:
-    """Whether the last holder's grace, TTL or keep still keeps the stack up."""
-    if state.idle_since is None:
-        return False
-    return state.idle_keep or (state.idle_until is not None and now < state.idle_until)
+def _call_bound(settings: Settings) -> float:
+    """Each call to the engine made under the state lock must end before the lock times out."""
+    return max(1.0, min(60.0, settings.lock_timeout / 2))
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m envkit.reaper STATE_DIR STACK_ID", file=sys.stderr)
+        print("usage: python -m envkit.stack.reaper STATE_DIR STACK_ID", file=sys.stderr)
         return 2
     state_dir, stack_id = Path(argv[0]), argv[1]
     try:
@@ -147,33 +197,33 @@ def main(argv: list[str]) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another reaper watches this stack (or the state directory is gone)
-    # Everything a teardown needs is imported now: the checkout or virtualenv envkit runs
-    # from may be gone by the time the stack is torn down.
-    import docker.errors  # noqa: F401
-    import requests  # noqa: F401
-
-    reaper = Reaper(state_dir, stack_id, fd)
-    with contextlib.suppress(Exception):  # one round trip loads what requests loads lazily
-        reaper.store.daemon.client.ping()
+    try:
+        settings = Settings.from_env()
+    except EnvkitError as err:
+        _say(f"cannot start: {err}")
+        return 1
+    reaper = Reaper(state_dir, stack_id, settings, fd)
+    with contextlib.suppress(EnvkitError):  # connects now: loads what a teardown needs
+        reaper.objects.containers()
     _say(f"watching stack {stack_id}")
-    failures = 0
+    retry = Retry()
     while True:
         time.sleep(POLL)
         try:
             done = reaper.step()
-            failures = 0
+            retry.succeeded()
         except Exception as err:  # the daemon is away, the lock is busy, or worse: try again
-            failures += 1
-            if failures == 1 or failures % 120 == 0:
+            wait = retry.failed()
+            if retry.failures == 1 or retry.failures % 120 == 0:
                 if isinstance(err, EnvkitError):
                     _say(f"will retry: {err}".splitlines()[0])
                 else:
                     _say("will retry after an unexpected error:\n" + traceback.format_exc())
-            if failures > 7200:  # an hour of failures: give up rather than linger forever
-                _say("giving up")
+            if wait is None:
+                _say(f"giving up after {GIVE_UP / 60:.0f} minutes of failures")
                 return 1
-            reaper._store = None
-            time.sleep(min(5.0, POLL * failures))
+            reaper.forget_daemon()
+            time.sleep(wait)
             continue
         if done:
             reaper._finish()

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -43,9 +44,10 @@ import psutil
 
 from envkit.errors import LockTimeout, StateError
 from envkit.fsutil import ensure_private_dir
+from envkit.settings import DEFAULT_LOCK_TIMEOUT
 
-DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
 HOLDERS = "holders"
+KINDS = ("process", "pin", "session")
 _START_TOLERANCE = 0.05  # seconds; psutil derives start times from clock ticks (10 ms)
 
 
@@ -73,20 +75,45 @@ class Holder:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Holder:
-        data = dict(data)
-        data["services"] = tuple(data.get("services") or ())
-        return cls(**data)
+    def from_json(cls, data: Any) -> Holder:
+        """The holder a JSON document describes; ValueError names the first field of the wrong shape."""
+        if not isinstance(data, dict):
+            raise ValueError("not a table")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+        for name in ("id", "host", "command"):
+            if not isinstance(data.get(name), str):
+                raise ValueError(f"{name} is not a string")
+        pid = data.get("pid")
+        if not (pid is None or (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0)):
+            raise ValueError(f"pid {pid!r} is not a process id")
+        if kind != "pin" and pid is None:
+            raise ValueError(f"a {kind} holder has no pid")
+        for name, optional in (("since", False), ("started", True), ("ttl", True), ("expires", True)):
+            value = data.get(name)
+            if value is None and optional:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} is not a finite number")
+        if not isinstance(data.get("keep", False), bool):
+            raise ValueError("keep is not true or false")
+        services = data.get("services") or []
+        if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+            raise ValueError("services is not a list of names")
+        return cls(**{**data, "services": tuple(services)})
 
     def describe(self, now: float | None = None) -> str:
-        age = (now or time.time()) - self.since
+        now = time.time() if now is None else now
+        age = now - self.since
         if self.kind == "pin":
-            until = (
-                "until `envkit down`"
-                if self.expires is None
-                else f"for {self.expires - time.time():.0f}s more"
-            )
+            until = "until `envkit down`" if self.expires is None else f"for {self.expires - now:.0f}s more"
             return f"a pin from `envkit up` ({age:.0f}s old, {until})"
+        if self.kind == "corrupt":
+            return f"an unreadable holder file {self.id}.json ({self.command})"
         if self.kind == "session":
             return f"the test session of pid {self.pid} on {self.host} ({self.command}, for {age:.0f}s)"
         return f"pid {self.pid} on {self.host} ({self.command}, holding for {age:.0f}s)"
@@ -204,9 +231,15 @@ def read_holders(state_dir: Path) -> list[tuple[Holder, Path]]:
             holder = Holder.from_json(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             continue
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError) as err:
             holder = Holder(
-                id=name[:-5], kind="corrupt", pid=None, started=None, host="", command="", since=0.0
+                id=name[:-5],
+                kind="corrupt",
+                pid=None,
+                started=None,
+                host="",
+                command=f"unreadable holder file: {err}"[:200],
+                since=0.0,
             )
         found.append((holder, path))
     return found
@@ -234,7 +267,7 @@ def holder_alive(state_dir: Path, holder_id: str) -> bool:
     path = state_dir / HOLDERS / f"{holder_id}.json"
     try:
         holder = Holder.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError):
         return False
     return is_alive(holder, path)
 

@@ -1,240 +1,47 @@
-"""The stack file: ``envkit.toml`` (or ``[tool.envkit]`` in pyproject.toml).
+"""The stack file's TOML form: ``envkit.toml``, or ``[tool.envkit]`` in pyproject.toml.
 
-:func:`load` finds the file, validates every key, reads each image's Dockerfile
-once, resolves which images build on which, and returns frozen dataclasses.
-Every problem is a :class:`~envkit.errors.ConfigError` naming the file, the key
-and the fix. Nothing here reads the environment except through ``environ``.
+:func:`parse` validates every key, reads each image's Dockerfile (or recipe)
+once, resolves which images build on which, and returns a frozen
+:class:`~envkit.config.model.StackConfig`. Every problem is a
+:class:`~envkit.errors.ConfigError` naming the file, the key and the fix.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import re
-import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envkit import dockerfile as dockerfile_mod
+from envkit import graph
+from envkit.config import recipe as recipe_mod
+from envkit.config.model import (
+    DEFAULT_START_TIMEOUT,
+    PULL_POLICIES,
+    HealthCheck,
+    ImageSpec,
+    ServiceSpec,
+    StackConfig,
+    env_name,
+)
 from envkit.errors import ConfigError
-from envkit.recipe import Recipe
-from envkit.recipe import parse as parse_recipe
+from envkit.images import dockerfile as dockerfile_mod
+from envkit.settings import PREFIX
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
-STACK_FILE = "envkit.toml"
-PULL_POLICIES = ("missing", "always", "never")
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _STACK_KEYS = {"name", "pull"}
 _IMAGE_KEYS = {"context", "dockerfile", "recipe", "args", "target", "platform"}
 _TOP_KEYS = {"stack", "images", "services"}
 _SERVICE_KEYS = {"image", "ports", "environment", "command", "depends_on", "healthcheck", "start_timeout"}
-DEFAULT_START_TIMEOUT = 60.0  # seconds a service may take to become healthy
 
 # Builds a ConfigError for this file: (key, problem, fix).
 _Err = Callable[[str, str, str], ConfigError]
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """One ``[images.NAME]`` entry, with its Dockerfile read and its references resolved."""
+def parse(data: dict[str, Any], *, file: Path, root: Path, prefix: str, state_dir: Path) -> StackConfig:
+    """A stack from the TOML tables ``data`` of ``file`` (keys named with ``prefix``)."""
 
-    name: str
-    context: Path
-    dockerfile: Path
-    dockerfile_text: str
-    args: Mapping[str, str]
-    target: str | None
-    platform: str | None
-    parents: tuple[str, ...]  # other images of this stack it builds on
-    externals: tuple[str, ...]  # image references from outside the stack
-    # A Debian recipe (see envkit.recipe) instead of a Dockerfile: ``dockerfile``
-    # and ``dockerfile_text`` are then the recipe's path and text.
-    recipe: Recipe | None = None
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    """How envkit decides that a service is up.
-
-    ``kind`` is ``cmd`` (run ``cmd`` in the container; exit 0 is healthy),
-    ``http`` (GET ``path`` on the published ``port``; a 2xx or 3xx answer),
-    ``tcp`` (the published ``port`` is served) or ``image`` (the image's own
-    Docker HEALTHCHECK, or "running" when it has none).
-    """
-
-    kind: str
-    cmd: tuple[str, ...] = ()
-    path: str = ""
-    port: int = 0
-
-    def describe(self) -> str:
-        if self.kind == "cmd":
-            return f"command {list(self.cmd)!r}"
-        if self.kind == "http":
-            return f"HTTP GET {self.path} on port {self.port}"
-        if self.kind == "tcp":
-            return f"TCP port {self.port}"
-        return "the image's HEALTHCHECK (or running, when it has none)"
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """One ``[services.NAME]`` entry."""
-
-    name: str
-    image: str  # an [images] entry of this stack, or an external reference
-    ports: tuple[int, ...]
-    environment: Mapping[str, str]
-    command: tuple[str, ...] | None
-    depends_on: tuple[str, ...]
-    healthcheck: HealthCheck
-    start_timeout: float
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    name: str
-    root: Path
-    file: Path
-    pull: str
-    state_dir: Path
-    images: Mapping[str, ImageSpec]
-    services: Mapping[str, ServiceSpec] = field(default_factory=dict)
-
-    def order(self, names: list[str] | None = None) -> list[str]:
-        """Image names with every parent before its children (``names`` plus their parents)."""
-        wanted = list(self.images) if names is None else names
-        out: list[str] = []
-
-        def visit(name: str) -> None:
-            if name in out:
-                return
-            for parent in self.images[name].parents:
-                visit(parent)
-            out.append(name)
-
-        for name in wanted:
-            visit(name)
-        return out
-
-    def service_order(self, names: list[str] | None = None) -> list[str]:
-        """Service names with every dependency before its dependents (``names`` plus depends_on)."""
-        wanted = list(self.services) if names is None else names
-        out: list[str] = []
-
-        def visit(name: str) -> None:
-            if name in out:
-                return
-            for dep in self.services[name].depends_on:
-                visit(dep)
-            out.append(name)
-
-        for name in wanted:
-            visit(name)
-        return out
-
-
-def find_root(start: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """The project root: ENVKIT_ROOT, else the nearest directory upward holding a stack file."""
-    env = os.environ if environ is None else environ
-    name = stack_file_name(env)
-    if env.get("ENVKIT_ROOT"):
-        root = Path(env["ENVKIT_ROOT"]).resolve()
-        if _stack_file(root, name) is None:
-            raise ConfigError(
-                root,
-                "",
-                f"ENVKIT_ROOT points at {root}, which holds no {name}"
-                + (" and no pyproject.toml with [tool.envkit]" if name == STACK_FILE else ""),
-                "point ENVKIT_ROOT at your project's root, or unset it",
-            )
-        return root
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        if _stack_file(directory, name) is not None:
-            return directory
-    if name != STACK_FILE:
-        raise ConfigError(
-            here,
-            "ENVKIT_CONFIG",
-            f"no {name} here or in any parent directory",
-            "set ENVKIT_CONFIG to the name of a stack file at your project's root, or unset it",
-        )
-    raise ConfigError(
-        here,
-        "",
-        f"no {STACK_FILE} (or pyproject.toml with [tool.envkit]) here or in any parent directory",
-        f"create {STACK_FILE} at your project's root (see the README), or set ENVKIT_ROOT",
-    )
-
-
-def stack_file_name(environ: Mapping[str, str] | None = None) -> str:
-    """The stack file's name: ENVKIT_CONFIG (e.g. ``envkit.alpine.toml``), else ``envkit.toml``."""
-    env = os.environ if environ is None else environ
-    name = env.get("ENVKIT_CONFIG", "").strip() or STACK_FILE
-    if "/" in name or not name.endswith(".toml"):
-        raise ConfigError(
-            "environment",
-            "ENVKIT_CONFIG",
-            f"{name!r} is not the name of a .toml file",
-            "set it to a stack file's name at the project root, e.g. ENVKIT_CONFIG=envkit.alpine.toml",
-        )
-    return name
-
-
-def _stack_file(directory: Path, name: str = STACK_FILE) -> Path | None:
-    candidate = directory / name
-    if candidate.is_file():
-        return candidate
-    if name != STACK_FILE:
-        return None
-    pyproject = directory / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
-            return None
-        if "envkit" in data.get("tool", {}):
-            return pyproject
-    return None
-
-
-def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> StackConfig:
-    """Find, parse and validate the stack file."""
-    env = os.environ if environ is None else environ
-    root = find_root(None, env) if root is None else Path(root).resolve()
-    name = stack_file_name(env)
-    file = _stack_file(root, name)
-    if file is None:
-        raise ConfigError(root, "", f"no {name} here", f"create {name} (see the README)")
-    try:
-        data: dict[str, Any] = tomllib.loads(file.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(file, "", f"not valid TOML: {err}", "correct the TOML syntax") from None
-    except UnicodeDecodeError:
-        raise ConfigError(file, "", "not UTF-8 text", "save the file as UTF-8") from None
-    prefix = ""
-    if file.name == "pyproject.toml":
-        tool = data.get("tool")
-        if not isinstance(tool, dict) or "envkit" not in tool:
-            raise ConfigError(
-                file, "tool.envkit", "there is no [tool.envkit] table", "add one, or name envkit.toml"
-            )
-        data = tool["envkit"]
-        prefix = "tool.envkit."
-        if not isinstance(data, dict):
-            raise ConfigError(file, "tool.envkit", "must be a table", "write [tool.envkit.stack] ...")
-    return _parse(data, file=file, root=root, prefix=prefix, env=env)
-
-
-def _parse(
-    data: dict[str, Any], *, file: Path, root: Path, prefix: str, env: Mapping[str, str]
-) -> StackConfig:
     def err(key: str, problem: str, fix: str) -> ConfigError:
         return ConfigError(file, prefix + key, problem, fix)
 
@@ -266,10 +73,6 @@ def _parse(
     _check_depends_on(services, err)
     _check_env_names(services, err)
 
-    # Each stack file of a checkout has its own state: envkit.toml in .envkit/,
-    # envkit.alpine.toml in .envkit-alpine/.
-    default = ".envkit" if file.name in (STACK_FILE, "pyproject.toml") else f".envkit-{_variant(file.name)}"
-    state_dir = Path(env["ENVKIT_STATE_DIR"]) if env.get("ENVKIT_STATE_DIR") else root / default
     return StackConfig(
         name=name,
         root=root,
@@ -279,11 +82,6 @@ def _parse(
         images=images,
         services=services,
     )
-
-
-def _variant(file_name: str) -> str:
-    stem = file_name.removesuffix(".toml")
-    return stem.removeprefix("envkit.") or stem
 
 
 def _image(name: str, entry: dict[str, Any], root: Path, err: _Err) -> ImageSpec:
@@ -323,6 +121,8 @@ def _image(name: str, entry: dict[str, Any], root: Path, err: _Err) -> ImageSpec
         value = ("true" if raw_value else "false") if isinstance(raw_value, bool) else raw_value
         if not isinstance(value, (str, int, float)):
             raise err(f"{key}.args.{arg}", "a build arg must be a string or number", f'write {arg} = "value"')
+        if not _finite(value):
+            raise err(f"{key}.args.{arg}", f"{value} is not a finite number", f'write {arg} = "value"')
         args[arg] = str(value)
 
     parsed = dockerfile_mod.parse(text)
@@ -381,14 +181,14 @@ def _recipe_image(name: str, entry: dict[str, Any], context: Path, err: _Err) ->
     return ImageSpec(
         name=name,
         context=context,
-        dockerfile=path,
-        dockerfile_text=text,
+        dockerfile=None,
+        dockerfile_text="",
         args={},
         target=None,
         platform=None,
         parents=(),
         externals=(),
-        recipe=parse_recipe(path, text, key),
+        recipe=recipe_mod.parse(path, text, key),
     )
 
 
@@ -408,7 +208,7 @@ def _resolve_parents(images: dict[str, ImageSpec], err: _Err) -> dict[str, Image
                 )
         resolved[name] = ImageSpec(**{**spec.__dict__, "parents": parents, "externals": externals})
 
-    cycle = _find_cycle({name: spec.parents for name, spec in resolved.items()})
+    cycle = graph.find_cycle({name: spec.parents for name, spec in resolved.items()})
     if cycle:
         raise err(
             f"images.{cycle[0]}",
@@ -416,30 +216,6 @@ def _resolve_parents(images: dict[str, ImageSpec], err: _Err) -> dict[str, Image
             "make one of them start FROM an image outside the cycle",
         )
     return resolved
-
-
-def _find_cycle(edges: Mapping[str, tuple[str, ...]]) -> list[str]:
-    """A cycle in the graph (``[a, b, a]``), or an empty list; every edge must name a node."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(name: str, path: list[str]) -> list[str]:
-        if state.get(name) == 2:
-            return []
-        if state.get(name) == 1:
-            return [*path[path.index(name) :], name]
-        state[name] = 1
-        for target in edges[name]:
-            found = visit(target, [*path, name])
-            if found:
-                return found
-        state[name] = 2
-        return []
-
-    for name in edges:
-        found = visit(name, [])
-        if found:
-            return found
-    return []
 
 
 def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) -> ServiceSpec:
@@ -477,6 +253,8 @@ def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) 
         value = ("true" if raw else "false") if isinstance(raw, bool) else raw
         if not isinstance(value, (str, int, float)):
             raise err(f"{key}.environment.{var}", "must be a string or number", f'write {var} = "value"')
+        if not _finite(value):
+            raise err(f"{key}.environment.{var}", f"{value} is not a finite number", f'write {var} = "value"')
         environment[var] = str(value)
 
     command_value = entry.get("command")
@@ -493,7 +271,12 @@ def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) 
         raise err(key + ".depends_on", "must be a list of service names", 'write depends_on = ["db"]')
 
     timeout_value = entry.get("start_timeout", DEFAULT_START_TIMEOUT)
-    if isinstance(timeout_value, bool) or not isinstance(timeout_value, (int, float)) or timeout_value <= 0:
+    if (
+        isinstance(timeout_value, bool)
+        or not isinstance(timeout_value, (int, float))
+        or not _finite(timeout_value)
+        or timeout_value <= 0
+    ):
         raise err(key + ".start_timeout", "must be a positive number of seconds", "write start_timeout = 60")
 
     return ServiceSpec(
@@ -506,6 +289,11 @@ def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) 
         healthcheck=_healthcheck(entry.get("healthcheck"), key + ".healthcheck", ports, err),
         start_timeout=float(timeout_value),
     )
+
+
+def _finite(value: Any) -> bool:
+    """False for the float values TOML allows that no setting means: nan, inf, and 1e400."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _is_port(value: Any) -> bool:
@@ -549,11 +337,6 @@ def _healthcheck(value: Any, key: str, ports: tuple[int, ...], err: _Err) -> Hea
     return HealthCheck("tcp", port=port)
 
 
-def env_name(service: str) -> str:
-    """The service's part of ENVKIT_<SERVICE>_HOST: non-alphanumerics become '_', upper case."""
-    return "".join(ch if ch.isalnum() else "_" for ch in service).upper()
-
-
 def _check_env_names(services: Mapping[str, ServiceSpec], err: _Err) -> None:
     seen: dict[str, str] = {}
     for name in services:
@@ -561,7 +344,7 @@ def _check_env_names(services: Mapping[str, ServiceSpec], err: _Err) -> None:
         if other != name:
             raise err(
                 f"services.{name}",
-                f"{name!r} and {other!r} give the same environment names (ENVKIT_{env_name(name)}_...)",
+                f"{name!r} and {other!r} give the same environment names ({PREFIX}{env_name(name)}_...)",
                 "rename one of them",
             )
 
@@ -575,7 +358,7 @@ def _check_depends_on(services: Mapping[str, ServiceSpec], err: _Err) -> None:
                     f"{dep!r} is not a service of this stack ({', '.join(sorted(services))})",
                     "name a [services] entry, or remove it",
                 )
-    cycle = _find_cycle({name: spec.depends_on for name, spec in services.items()})
+    cycle = graph.find_cycle({name: spec.depends_on for name, spec in services.items()})
     if cycle:
         raise err(
             f"services.{cycle[0]}.depends_on",

@@ -1,0 +1,115 @@
+"""A stack as envkit understands it: frozen specs, whatever file they were read from.
+
+The loaders (:mod:`envkit.config.toml` today) validate a stack file and build
+these; everything after config reads only these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from envkit import graph
+from envkit.config.recipe import Recipe
+
+PULL_POLICIES = ("missing", "always", "never")
+DEFAULT_START_TIMEOUT = 60.0  # seconds a service may take to become healthy
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of the stack: built from a Dockerfile, or made from a Debian :class:`Recipe`."""
+
+    name: str
+    context: Path
+    dockerfile: Path | None  # None for an image made from a recipe
+    dockerfile_text: str  # "" for an image made from a recipe
+    args: Mapping[str, str]
+    target: str | None
+    platform: str | None
+    parents: tuple[str, ...]  # other images of this stack it builds on
+    externals: tuple[str, ...]  # image references from outside the stack
+    recipe: Recipe | None = None
+
+    @property
+    def definition(self) -> str:
+        """The text that defines the image (the Dockerfile's, or the recipe's): part of its key."""
+        return self.recipe.text if self.recipe is not None else self.dockerfile_text
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How envkit decides that a service is up.
+
+    ``kind`` is ``cmd`` (run ``cmd`` in the container; exit 0 is healthy),
+    ``http`` (GET ``path`` on the published ``port``; a 2xx or 3xx answer),
+    ``tcp`` (the published ``port`` is served) or ``image`` (the image's own
+    Docker HEALTHCHECK, or "running" when it has none).
+    """
+
+    kind: str
+    cmd: tuple[str, ...] = ()
+    path: str = ""
+    port: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "cmd":
+            return f"command {list(self.cmd)!r}"
+        if self.kind == "http":
+            return f"HTTP GET {self.path} on port {self.port}"
+        if self.kind == "tcp":
+            return f"TCP port {self.port}"
+        return "the image's HEALTHCHECK (or running, when it has none)"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of the stack."""
+
+    name: str
+    image: str  # an image of this stack, or an external reference
+    ports: tuple[int, ...]
+    environment: Mapping[str, str]
+    command: tuple[str, ...] | None
+    depends_on: tuple[str, ...]
+    healthcheck: HealthCheck
+    start_timeout: float
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    name: str
+    root: Path
+    file: Path
+    pull: str
+    state_dir: Path
+    images: Mapping[str, ImageSpec]
+    services: Mapping[str, ServiceSpec] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The id of this checkout's stack: its name plus a hash of its state directory, so two
+        checkouts (or two stack files of one checkout) run side by side."""
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
+        return f"{self.name}-{digest}"
+
+    def image_graph(self) -> graph.Graph:
+        return {name: spec.parents for name, spec in self.images.items()}
+
+    def service_graph(self) -> graph.Graph:
+        return {name: spec.depends_on for name, spec in self.services.items()}
+
+    def order(self, names: list[str] | None = None) -> list[str]:
+        """Image names with every parent before its children (``names`` plus their parents)."""
+        return graph.order(self.image_graph(), names)
+
+    def service_order(self, names: list[str] | None = None) -> list[str]:
+        """Service names with every dependency before its dependents (``names`` plus depends_on)."""
+        return graph.order(self.service_graph(), names)
+
+
+def env_name(service: str) -> str:
+    """The service's part of the handle's variable names: non-alphanumerics become '_', upper case."""
+    return "".join(ch if ch.isalnum() else "_" for ch in service).upper()

@@ -1,0 +1,535 @@
+"""Every operation envkit makes on the Docker engine, typed, with one error translator.
+
+:class:`Daemon` is the only way envkit talks to Docker. It speaks the Engine
+API over the transport :mod:`envkit.docker.transport` chose, gives every call
+a time bound (a call made under a stack's state lock must never outlast the
+lock's timeout), and turns every failure into one of envkit's errors in one
+place (:meth:`Daemon._call`): an answer of 400 or more is a
+:class:`~envkit.errors.DaemonError` carrying the status, an engine that cannot
+be reached or stops answering is one too, and every response is closed,
+however its reading ends. Callers never see an HTTP library's exception.
+
+Construction pings the engine and raises :class:`~envkit.errors.DockerUnavailable`
+within :data:`CONNECT_TIMEOUT` seconds when it does not answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote, urlencode
+
+from envkit.docker.transport import (
+    Endpoint,
+    Response,
+    Transport,
+    TransportError,
+    connect,
+    discover,
+    registry_auth,
+)
+from envkit.errors import DaemonError, DockerUnavailable, StateError
+from envkit.fsutil import atomic_write_text, ensure_private_dir
+
+CONNECT_TIMEOUT = 2.0  # seconds for the first answer: a missing engine is reported at once
+CALL_TIMEOUT = 60.0  # seconds any other call may wait for the engine (see Daemon.timeout)
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image as ``docker images`` lists it."""
+
+    id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container as ``docker ps --all`` lists it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    state: str  # "running", "exited", "created", ...
+    status: str  # "Up 3 seconds (healthy)"
+    image: str
+    ports: Mapping[str, int] = field(default_factory=dict)  # container port -> 127.0.0.1 host port
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def unhealthy(self) -> bool:
+        """Docker's own health check (the image's HEALTHCHECK) calls it unhealthy."""
+        return "(unhealthy)" in self.status
+
+
+@dataclass(frozen=True)
+class ContainerDetails:
+    """What ``docker inspect`` says of a container that envkit waits on."""
+
+    id: str
+    running: bool
+    exit_code: int | None
+    error: str
+    health: str | None  # Docker's health status, None when the image has no HEALTHCHECK
+    health_output: str  # the last health check's output
+    ports: Mapping[str, int]  # container port -> host port
+
+
+@dataclass(frozen=True)
+class Network:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What envkit creates a service's container from."""
+
+    name: str
+    image: str
+    command: Sequence[str] | None
+    environment: Mapping[str, str]
+    labels: Mapping[str, str]
+    ports: Sequence[int]  # container ports, published on ``host`` at ports the engine picks
+    network: str
+    aliases: Sequence[str]
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None
+    output: str
+
+
+class _Connection:
+    """The connection to the engine and the one place where requests are made and their
+    failures translated into envkit's errors. :class:`Daemon` adds the operations."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        endpoint: Endpoint | None = None,
+        transport: Transport | None = None,
+        cache_dir: Path | None = None,
+        timeout: float = CALL_TIMEOUT,
+    ) -> None:
+        self._environ = environ
+        self.endpoint = endpoint or (transport.endpoint if transport else discover(environ))
+        self.timeout = timeout
+        self._cache_dir = cache_dir
+        self._platform: str | None = None
+        try:
+            self._transport = transport or connect(self.endpoint, environ)
+            with self._transport.request("GET", "/_ping", timeout=CONNECT_TIMEOUT) as response:
+                ping_status = response.status
+                headers = dict(response.headers)
+        except TransportError as err:
+            raise DockerUnavailable(f"{err.detail}; chosen by {self.endpoint.source}") from None
+        if ping_status != 200:
+            raise DockerUnavailable(f"GET /_ping at {self.endpoint.host} answered {ping_status}")
+        self._server = headers.get("server", "")
+        self.api_version = headers.get("api-version") or str(
+            self._json("GET", "/version", versioned=False)["ApiVersion"]
+        )
+
+    # -- the one place where requests are made and failures translated ------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | str | None = None,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | bool | None = True,
+        versioned: bool = True,
+        missing_ok: bool = False,
+    ) -> Response:
+        """Send a request; the response of a success (a 404 too with ``missing_ok``).
+
+        Any other answer of 400 or more, and any transport failure, is a
+        DaemonError naming the request; the response is closed either way.
+        ``timeout=True`` means the daemon's own call timeout.
+        """
+        url = (f"/v{self.api_version}" if versioned else "") + path
+        if query:
+            url += "?" + (query if isinstance(query, str) else urlencode(query))
+        data = body
+        if body is not None and not hasattr(body, "read"):
+            data = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        bound = self.timeout if timeout is True else (None if timeout is False else timeout)
+        try:
+            response = self._transport.request(method, url, body=data, headers=headers, timeout=bound)
+        except TransportError as err:
+            raise DaemonError(_failed(method, path, err, bound)) from None
+        if response.status < 400 or (missing_ok and response.status == 404):
+            return response
+        text = self._read(response, path)
+        raise DaemonError(f"{method} {path} answered {response.status}: {_message(text)}", response.status)
+
+    def _read(self, response: Response, path: str) -> bytes:
+        try:
+            return response.read()
+        except TransportError as err:
+            raise DaemonError(_failed("reading", path, err, None)) from None
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | str | None = None,
+        *,
+        body: Any = None,
+        timeout: float | bool | None = True,
+        versioned: bool = True,
+        missing_ok: bool = False,
+    ) -> Any:
+        """A request whose answer is one JSON document (None for a 404 with ``missing_ok``,
+        or for an empty body)."""
+        with self._call(
+            method, path, query, body=body, timeout=timeout, versioned=versioned, missing_ok=missing_ok
+        ) as response:
+            if response.status == 404:
+                return None
+            text = self._read(response, path)
+        return json.loads(text) if text.strip() else None
+
+    def _stream(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | str | None = None,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None,
+    ) -> Iterator[dict[str, Any]]:
+        """A request whose answer is a stream of JSON messages, read to its end (or until the
+        engine is silent for ``timeout`` seconds: a DaemonError)."""
+        with self._call(method, path, query, body=body, headers=headers, timeout=timeout) as response:
+            decoder = json.JSONDecoder()
+            buffer = ""
+            try:
+                for chunk in response.chunks():
+                    buffer += chunk.decode(errors="replace")
+                    while True:
+                        buffer = buffer.lstrip()
+                        if not buffer:
+                            break
+                        try:
+                            message, end = decoder.raw_decode(buffer)
+                        except ValueError:
+                            break  # incomplete: wait for more
+                        buffer = buffer[end:]
+                        if isinstance(message, dict):
+                            yield message
+            except TransportError as err:
+                raise DaemonError(_failed(method, path, err, timeout)) from None
+
+
+class Daemon(_Connection):
+    """A connection to the Docker engine (see :func:`envkit.docker.transport.discover`).
+
+    ``timeout`` bounds each call's wait for the engine; builds, pulls and
+    imports take their own bound (a stall: no output for that long).
+    """
+
+    # -- the engine itself -------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/version", versioned=False))
+
+    @property
+    def platform(self) -> str:
+        """The platform an image is built for unless its entry sets one (``os/arch``).
+
+        Asking ``/version`` costs more than a ping, so the answer is remembered
+        per endpoint and engine version in the user's cache.
+        """
+        if self._platform is None:
+            cache = _PlatformCache(self._cache_dir, self._environ)
+            key = f"{self.endpoint.host}|{self._server}|{self.api_version}"
+            self._platform = cache.get(key) if self._server else None
+            if self._platform is None:
+                info = self.version()
+                self._platform = f"{info.get('Os', 'linux')}/{info.get('Arch', 'amd64')}"
+                if self._server:
+                    cache.put(key, self._platform)
+        return self._platform
+
+    def close(self) -> None:
+        self._transport.close()
+
+    # -- images ------------------------------------------------------------------------------------
+
+    def images(self, label: str) -> list[Image]:
+        """``docker images --filter label=LABEL`` (top-level images only)."""
+        found = self._json("GET", "/images/json", {"filters": _filters(label)}) or []
+        return [
+            Image(str(i["Id"]), tuple(i.get("RepoTags") or ()), dict(i.get("Labels") or {})) for i in found
+        ]
+
+    def inspect_image(self, ref: str) -> dict[str, Any] | None:
+        """``docker image inspect REF``, or None when there is no such image."""
+        found = self._json("GET", f"/images/{_path(ref)}/json", missing_ok=True)
+        return None if found is None else dict(found)
+
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of image ``ref`` (None when there is no such image)."""
+        found = self.inspect_image(ref)
+        return None if found is None else dict((found.get("Config") or {}).get("Labels") or {})
+
+    def tag(self, image: str, reference: str) -> None:
+        """``docker tag IMAGE REFERENCE``."""
+        repository, _, tag = reference.rpartition(":")
+        self._json("POST", f"/images/{_path(image)}/tag", {"repo": repository, "tag": tag})
+
+    def remove_image(self, ref: str) -> None:
+        """``docker rmi REF``; a DaemonError with status 409 when a container still uses it."""
+        self._json("DELETE", f"/images/{_path(ref)}", missing_ok=True)
+
+    def build(
+        self,
+        context: IO[bytes],
+        size: int,
+        *,
+        dockerfile: str,
+        buildargs: Mapping[str, str],
+        target: str | None,
+        platform: str | None,
+        stall: float | None,
+    ) -> Iterator[dict[str, Any]]:
+        """Run the classic builder on a tar ``context``; yields its JSON messages."""
+        query: dict[str, str] = {
+            "dockerfile": dockerfile,
+            "buildargs": json.dumps(dict(buildargs)),
+            "rm": "1",
+            "forcerm": "1",
+            "pull": "0",
+        }
+        if target:
+            query["target"] = target
+        if platform:
+            query["platform"] = platform
+        headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+        yield from self._stream("POST", "/build", query, body=context, headers=headers, timeout=stall)
+
+    def pull(self, ref: str, *, stall: float | None) -> Iterator[dict[str, Any]]:
+        """``docker pull REF``, with the docker CLI's credentials for its registry; its messages."""
+        name, sep, digest = ref.partition("@")
+        repository, tag = name, ""
+        if not sep and ":" in name.rsplit("/", 1)[-1]:
+            repository, tag = name.rsplit(":", 1)
+        query = {"fromImage": repository, "tag": digest or tag or "latest"}
+        headers = {}
+        auth = registry_auth(ref, self._environ)
+        if auth:
+            headers["X-Registry-Auth"] = auth
+        yield from self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
+
+    def import_image(self, tar: IO[bytes], size: int, changes: Sequence[str], *, stall: float | None) -> str:
+        """``docker import`` of a root filesystem tar with ``--change``s; the new image's ID."""
+        query = urlencode([("fromSrc", "-"), *(("changes", c) for c in changes)])
+        headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+        for message in self._stream(
+            "POST", "/images/create", query, body=tar, headers=headers, timeout=stall
+        ):
+            if message.get("error"):
+                raise DaemonError(f"docker import failed: {message['error']}")
+            status = str(message.get("status", ""))
+            if status.startswith("sha256:"):
+                return status
+        raise DaemonError("docker import reported no image ID")
+
+    # -- containers --------------------------------------------------------------------------------
+
+    def containers(self, label: str) -> list[Container]:
+        """``docker ps --all --filter label=LABEL``."""
+        found = self._json("GET", "/containers/json", {"all": "1", "filters": _filters(label)}) or []
+        return [
+            Container(
+                id=str(c["Id"]),
+                name=str((c.get("Names") or ["/"])[0]).lstrip("/"),
+                labels=dict(c.get("Labels") or {}),
+                state=str(c.get("State") or ""),
+                status=str(c.get("Status") or ""),
+                image=str(c.get("Image") or ""),
+                ports={
+                    str(p["PrivatePort"]): int(p["PublicPort"])
+                    for p in c.get("Ports") or []
+                    if p.get("PublicPort") and p.get("IP") in ("127.0.0.1", None)
+                },
+            )
+            for c in found
+        ]
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        """``docker create``: the new container's ID."""
+        body: dict[str, Any] = {
+            "Image": spec.image,
+            "Cmd": list(spec.command) if spec.command else None,
+            "Env": [f"{k}={v}" for k, v in spec.environment.items()],
+            "Labels": dict(spec.labels),
+            "ExposedPorts": {f"{p}/tcp": {} for p in spec.ports},
+            "HostConfig": {
+                "PortBindings": {f"{p}/tcp": [{"HostIp": spec.host, "HostPort": ""}] for p in spec.ports},
+                "NetworkMode": spec.network,
+            },
+            "NetworkingConfig": {"EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}},
+        }
+        created = self._json("POST", "/containers/create", {"name": spec.name}, body=body)
+        return str(created["Id"])
+
+    def start_container(self, cid: str) -> None:
+        self._json("POST", f"/containers/{_path(cid)}/start")
+
+    def remove_container(self, cid: str) -> None:
+        """``docker rm --force --volumes``; one that is already gone is no error."""
+        self._json("DELETE", f"/containers/{_path(cid)}", {"force": "1", "v": "1"}, missing_ok=True)
+
+    def inspect_container(self, cid: str) -> ContainerDetails | None:
+        info = self._json("GET", f"/containers/{_path(cid)}/json", missing_ok=True)
+        if info is None:
+            return None
+        state = info.get("State") or {}
+        health = state.get("Health") or None
+        log = (health or {}).get("Log") or []
+        return ContainerDetails(
+            id=str(info["Id"]),
+            running=bool(state.get("Running")),
+            exit_code=state.get("ExitCode"),
+            error=str(state.get("Error") or ""),
+            health=health.get("Status") if health else None,
+            health_output=str(log[-1].get("Output") or "").strip() if log else "",
+            ports=_bound_ports(info),
+        )
+
+    def logs(self, cid: str, tail: int) -> list[str]:
+        """The last ``tail`` lines of a container's output (stdout and stderr)."""
+        path = f"/containers/{_path(cid)}/logs"
+        query = {"stdout": "1", "stderr": "1", "tail": str(tail)}
+        with self._call("GET", path, query) as response:
+            raw = _demux(self._read(response, path))
+        return raw.decode(errors="replace").splitlines()[-tail:]
+
+    def exec_run(self, cid: str, cmd: Sequence[str], *, timeout: float) -> ExecResult:
+        """Run ``cmd`` in the container and wait at most ``timeout`` seconds for it to end.
+
+        A command that outlasts it is a DaemonError; no thread or connection of
+        this process is left waiting on it.
+        """
+        body = {"Cmd": list(cmd), "AttachStdout": True, "AttachStderr": True}
+        created = self._json("POST", f"/containers/{_path(cid)}/exec", body=body, timeout=timeout)
+        exec_id = _path(str(created["Id"]))
+        start = {"Detach": False, "Tty": False}
+        path = f"/exec/{exec_id}/start"
+        with self._call("POST", path, body=start, timeout=timeout) as response:
+            output = _demux(self._read(response, path))
+        info = self._json("GET", f"/exec/{exec_id}/json", timeout=timeout)
+        return ExecResult(info.get("ExitCode"), output.decode(errors="replace").strip())
+
+    # -- networks ----------------------------------------------------------------------------------
+
+    def networks(self, label: str) -> list[Network]:
+        found = self._json("GET", "/networks", {"filters": _filters(label)}) or []
+        return [Network(str(n["Id"]), str(n["Name"]), dict(n.get("Labels") or {})) for n in found]
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        body = {"Name": name, "Driver": "bridge", "Labels": dict(labels), "CheckDuplicate": True}
+        return str(self._json("POST", "/networks/create", body=body)["Id"])
+
+    def remove_network(self, network_id: str) -> None:
+        """``docker network rm``; one that is already gone is no error."""
+        self._json("DELETE", f"/networks/{_path(network_id)}", missing_ok=True)
+
+
+def _failed(method: str, path: str, err: TransportError, timeout: float | None) -> str:
+    if err.timed_out and timeout is not None:
+        return f"{method} {path}: the engine did not answer within {timeout:g}s"
+    return f"{method} {path}: {err.detail}"
+
+
+def _message(body: bytes) -> str:
+    text = body.decode(errors="replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        text = str(json.loads(text).get("message") or text)
+    lines = text.splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def _filters(label: str) -> str:
+    return json.dumps({"label": [label]})
+
+
+def _path(part: str) -> str:
+    return quote(part, safe="/:@")
+
+
+def _bound_ports(info: Mapping[str, Any]) -> dict[str, int]:
+    """Container port -> host port, from ``docker inspect`` of a started container."""
+    ports = {}
+    for key, bindings in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        port, _, proto = key.partition("/")
+        if proto != "tcp" or not bindings:
+            continue
+        for binding in bindings:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                ports[port] = int(binding["HostPort"])
+                break
+    return ports
+
+
+def _demux(data: bytes) -> bytes:
+    """The payload of Docker's multiplexed stream (8-byte frame headers), or ``data`` as is
+    when it is not one (a container with a TTY)."""
+    out: list[bytes] = []
+    pos = 0
+    while pos + 8 <= len(data):
+        kind, size = data[pos], struct.unpack(">I", data[pos + 4 : pos + 8])[0]
+        if kind not in (0, 1, 2) or data[pos + 1 : pos + 4] != b"\0\0\0":
+            return data if pos == 0 else b"".join(out) + data[pos:]
+        out.append(data[pos + 8 : pos + 8 + size])
+        pos += 8 + size
+    return b"".join(out) if pos else data
+
+
+class _PlatformCache:
+    """``daemons.json`` in the user's cache: engine (endpoint, Server header, API) -> platform."""
+
+    def __init__(self, cache_dir: Path | None, environ: Mapping[str, str] | None) -> None:
+        if cache_dir is None:
+            from envkit.settings import Settings
+
+            cache_dir = Settings.from_env(environ).cache_dir
+        self.path = cache_dir / "daemons.json"
+
+    def _read(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> str | None:
+        return self._read().get(key)
+
+    def put(self, key: str, platform: str) -> None:
+        data = self._read()
+        data[key] = platform
+        with contextlib.suppress(StateError):  # a cache: failing to write it changes nothing
+            ensure_private_dir(self.path.parent)
+            atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))

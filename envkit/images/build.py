@@ -1,0 +1,277 @@
+"""Ensure a stack's images exist: a local hit costs no build, a miss builds once.
+
+:func:`plan` computes every selected image's key (see :mod:`envkit.images.digest`)
+without building anything. :func:`ensure` asks the engine once which of those
+tags already exist and builds only the misses: parents before children,
+independent images in parallel (:func:`envkit.graph.run`), each under a
+machine-wide lock so that concurrent runs build a key once. An image is made
+by the builder its spec calls for: the classic builder
+(:mod:`envkit.images.classic`) or a Debian recipe (:mod:`envkit.images.recipe`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envkit import graph
+from envkit.config.model import StackConfig
+from envkit.docker import labels
+from envkit.docker.engine import Daemon
+from envkit.errors import BaseImageError, ConfigError, DaemonError, EnvkitError, ImageMissing
+from envkit.fsutil import ensure_private_dir
+from envkit.images.digest import Hasher, Inputs, image_inputs, short_key
+from envkit.images.manifests import Manifests, explain
+from envkit.images.statcache import StatCache
+from envkit.progress import Progress, Silent, State
+from envkit.settings import Settings
+
+DEFAULT_JOBS = 4
+
+
+@dataclass
+class ImageResult:
+    image: str
+    key: str
+    tag: str
+    status: str  # "built" or "cached"
+    seconds: float = 0.0
+    reasons: list[str] = field(default_factory=list)  # why it was (re)built
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "key": self.key,
+            "tag": self.tag,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "reasons": self.reasons,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The keys of the selected images, computed without building anything."""
+
+    config: StackConfig
+    order: list[str]
+    inputs: dict[str, Inputs]
+    hashed_files: int
+
+    def tag(self, name: str) -> str:
+        return image_tag(self.config.name, name, self.inputs[name].key)
+
+
+def image_tag(stack: str, image: str, key: str) -> str:
+    return f"{stack}/{image}:{short_key(key)}"
+
+
+def select(config: StackConfig, names: list[str] | None) -> list[str]:
+    """The images to ensure: ``names`` (all when empty) and their parents, parents first."""
+    for name in names or []:
+        if name not in config.images:
+            raise ConfigError(
+                config.file,
+                "images",
+                f"there is no image named {name!r}",
+                f"choose one of: {', '.join(config.images) or '(none defined)'}",
+            )
+    return config.order(names or None)
+
+
+def plan(
+    config: StackConfig,
+    daemon: Daemon,
+    *,
+    names: list[str] | None = None,
+    pull: str | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """Compute the key of each selected image (pulling missing bases per the pull policy)."""
+    order = select(config, names)
+    progress = progress or Silent()
+    policy = pull or config.pull
+    cache = StatCache(config.state_dir / "stat-cache.json")
+    hasher = Hasher(cache)
+    platform = daemon.platform
+    inputs: dict[str, Inputs] = {}
+    identities: dict[str, str] = {}
+    for name in order:
+        spec = config.images[name]
+        files = hasher.context_files(spec, skip=[config.state_dir])
+        bases = {}
+        for ref in spec.externals:
+            if ref not in identities:
+                identities[ref] = base_identity(daemon, name, ref, policy, progress)
+            bases[ref] = identities[ref]
+        inputs[name] = image_inputs(
+            spec,
+            files,
+            platform=platform,
+            bases=bases,
+            parents={p: inputs[p].key for p in spec.parents},
+        )
+    cache.save(hasher.started_ns, prune=names is None or set(order) == set(config.images))
+    return Plan(config, order, inputs, hasher.hashed_files)
+
+
+def ensure(
+    config: StackConfig,
+    daemon: Daemon,
+    *,
+    names: list[str] | None = None,
+    pull: str | None = None,
+    progress: Progress | None = None,
+    jobs: int = DEFAULT_JOBS,
+    build: bool = True,
+    settings: Settings | None = None,
+) -> list[ImageResult]:
+    """Make every selected image present under its content-addressed tag.
+
+    With ``build=False`` a missing image is an error instead of a build.
+    """
+    progress = progress or Silent()
+    the_plan = plan(config, daemon, names=names, pull=pull, progress=progress)
+    present = _present_keys(daemon, config.name)
+    manifests = Manifests(config.state_dir / "manifests")
+    results: dict[str, ImageResult] = {}
+    misses: list[str] = []
+    for name in the_plan.order:
+        inputs = the_plan.inputs[name]
+        tag = the_plan.tag(name)
+        if present.get(tag) == inputs.key:
+            results[name] = ImageResult(name, inputs.key, tag, "cached")
+            manifests.record(name, inputs)
+        else:
+            reasons = explain(manifests.latest(name), inputs)
+            results[name] = ImageResult(name, inputs.key, tag, "built", reasons=reasons)
+            progress.note(name, "rebuilding: " + "; ".join(reasons))
+            misses.append(name)
+    if misses and not build:
+        raise ImageMissing(misses, "; ".join(results[misses[0]].reasons))
+    if misses:
+        lock_dir = (settings or Settings.from_env()).lock_dir
+
+        def work(name: str) -> None:
+            _build_one(
+                the_plan, daemon, results[name], manifests=manifests, progress=progress, lock_dir=lock_dir
+            )
+
+        graph.run(config.image_graph(), misses, work, jobs=jobs, thread_name="envkit-build")
+    return [results[name] for name in the_plan.order]
+
+
+def _build_one(
+    the_plan: Plan,
+    daemon: Daemon,
+    result: ImageResult,
+    *,
+    manifests: Manifests,
+    progress: Progress,
+    lock_dir: Path,
+) -> None:
+    name = result.image
+    spec = the_plan.config.images[name]
+    inputs = the_plan.inputs[name]
+    started = time.monotonic()
+    try:
+        with _machine_lock(result.tag, name, progress, lock_dir):
+            if _tag_has_key(daemon, result.tag, inputs.key):
+                result.status = "cached"
+                result.reasons = ["built meanwhile by another envkit process"]
+            else:
+                progress.note(name, "building", State.WORKING)
+                image_labels = {
+                    labels.PROJECT: the_plan.config.name,
+                    labels.IMAGE: name,
+                    labels.KEY: inputs.key,
+                }
+                if spec.recipe is not None:
+                    from envkit.images import recipe
+
+                    image_id = recipe.build(daemon, name, spec.recipe, image_labels, progress)
+                else:
+                    from envkit.images import classic
+
+                    parents = {parent: the_plan.tag(parent) for parent in spec.parents}
+                    image_id = classic.build(
+                        daemon, spec, inputs, parents=parents, labels=image_labels, progress=progress
+                    )
+                daemon.tag(image_id, result.tag)
+    except EnvkitError as err:
+        progress.note(name, f"failed: {str(err).splitlines()[0]}", State.FAILED)
+        raise
+    result.seconds = time.monotonic() - started
+    manifests.record(name, inputs)
+    progress.note(name, f"{result.status} {result.tag} in {result.seconds:.1f}s", State.DONE)
+
+
+def base_identity(daemon: Daemon, image: str, ref: str, policy: str, progress: Progress) -> str:
+    """A base pinned by digest is identified by that digest, any other by its local image ID.
+
+    Either way it must be present to build on: a missing one is pulled unless
+    the policy is ``never``; ``always`` pulls an unpinned one every time.
+    """
+    pinned = "@sha256:" in ref
+    if policy == "always" and not pinned:
+        _pull(daemon, image, ref, progress)
+    found = daemon.inspect_image(ref)
+    if found is None:
+        if policy == "never":
+            raise BaseImageError(image, ref, "not present locally, and the pull policy is 'never'")
+        _pull(daemon, image, ref, progress)
+        found = daemon.inspect_image(ref)
+        if found is None:
+            raise BaseImageError(image, ref, "still not present after pulling it")
+    return ref.split("@", 1)[1] if pinned else str(found["Id"])
+
+
+def _pull(daemon: Daemon, image: str, ref: str, progress: Progress) -> None:
+    progress.note(image, f"pulling base image {ref}", State.WORKING)
+    errors = []
+    try:
+        for message in daemon.pull(ref, stall=None):  # read to the end: no leaked connection
+            if "error" in message:
+                errors.append(str(message["error"]))
+    except DaemonError as err:
+        errors.append(err.detail)
+    if errors:
+        raise BaseImageError(image, ref, f"pulling it failed: {errors[0]}", pull_failed=True)
+
+
+def _present_keys(daemon: Daemon, stack: str) -> dict[str, str]:
+    """Tag -> key label of every image of this stack present locally (one daemon call)."""
+    present: dict[str, str] = {}
+    for image in daemon.images(labels.selector(labels.PROJECT, stack)):
+        key = image.labels.get(labels.KEY, "")
+        for tag in image.tags:
+            present[tag] = key
+    return present
+
+
+def _tag_has_key(daemon: Daemon, tag: str, key: str) -> bool:
+    found = daemon.image_labels(tag)
+    return found is not None and found.get(labels.KEY) == key
+
+
+@contextmanager
+def _machine_lock(tag: str, image: str, progress: Progress, lock_dir: Path) -> Iterator[None]:
+    import filelock  # only a build needs it; a no-op build starts faster without it
+
+    directory = ensure_private_dir(lock_dir)
+    path = directory / (hashlib.sha256(tag.encode()).hexdigest()[:32] + ".lock")
+    lock = filelock.FileLock(path, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        progress.note(image, f"waiting for another envkit process that is building {tag}", State.WAITING)
+        lock.acquire()  # a dead holder's flock is released by the kernel: no stale wait
+    try:
+        yield
+    finally:
+        lock.release()

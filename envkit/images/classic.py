@@ -1,0 +1,161 @@
+"""The classic builder: ``docker build`` on a context tar envkit writes itself.
+
+The context is a deterministic tar of exactly the files that were hashed
+(sorted, owner 0, mtime 0, normalised modes), each hashed again as it is
+written, so a file that changed since its key was computed fails the build
+instead of producing an image that does not match its key. The Dockerfile is
+rewritten first: references to the stack's other images point at their
+content-addressed tags, and envkit's labels are appended as one ``LABEL``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import IO
+
+from envkit.config.model import ImageSpec
+from envkit.docker.engine import Daemon
+from envkit.errors import BuildError, DaemonError
+from envkit.images.digest import Inputs, split_entry
+from envkit.images.dockerfile import parse as parse_dockerfile
+from envkit.progress import Progress
+
+LOG_TAIL = 30
+DOCKERFILE_IN_TAR = ".envkit.Dockerfile"
+
+
+def build(
+    daemon: Daemon,
+    spec: ImageSpec,
+    inputs: Inputs,
+    *,
+    parents: Mapping[str, str],
+    labels: Mapping[str, str],
+    progress: Progress,
+    stall: float | None = None,
+) -> str:
+    """Build ``spec`` from ``inputs`` (its parents at the tags ``parents`` names); the image ID.
+
+    The tag is applied by the caller only after success, so a failed build
+    never leaves a tag behind.
+    """
+    text = parse_dockerfile(spec.dockerfile_text).rewrite(
+        spec.args, parents, labels=labels, target=spec.target
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+    image_id = ""
+    failure = ""
+    with tempfile.TemporaryFile() as context:
+        write_context(context, spec, inputs, text)
+        size = context.tell()
+        context.seek(0)
+        try:
+            # Read to the end even after an error (the daemon ends the stream there).
+            for chunk in daemon.build(
+                context,
+                size,
+                dockerfile=DOCKERFILE_IN_TAR,
+                buildargs=spec.args,
+                target=spec.target,
+                platform=spec.platform,
+                stall=stall,
+            ):
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error", "")
+                    failure = failure or str(detail).strip()
+                message = chunk.get("stream") or chunk.get("status")
+                if message:
+                    for line in str(message).splitlines():
+                        if line.strip():
+                            tail.append(line)
+                            progress.log(spec.name, line)
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("ID"):
+                    image_id = str(aux["ID"])
+        except DaemonError as err:
+            raise BuildError(spec.name, err.detail, list(tail)) from None
+    if failure:
+        raise BuildError(spec.name, failure, list(tail))
+    if not image_id:
+        raise BuildError(spec.name, "the builder reported no image ID", list(tail))
+    return image_id
+
+
+def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfile_text: str) -> None:
+    """A deterministic tar of exactly the hashed files: sorted, owner 0, mtime 0.
+
+    Each file's content is hashed again as it is written; one that no longer
+    matches its digest fails the build. The Dockerfile travels under a private
+    name that a generated ``.dockerignore`` tells the daemon to drop before
+    ``COPY`` sees the context.
+    """
+    import tarfile  # only a build needs it; a no-op build starts faster without it
+
+    def _tarinfo(name: str, mode: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mode = mode
+        info.mtime = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, entry in inputs.files.items():
+            kind, mode, digest = split_entry(entry)
+            info = _tarinfo(path, mode)
+            if kind == "d":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind == "l":
+                info.type = tarfile.SYMTYPE
+                info.linkname = digest
+                tar.addfile(info)
+            else:
+                try:
+                    with open(spec.context / path, "rb") as f:
+                        info.size = os.fstat(f.fileno()).st_size
+                        checked = _CheckedReader(f, info.size)
+                        tar.addfile(info, checked)
+                        unchanged = checked.hexdigest() == digest
+                except OSError:  # deleted or truncated since it was hashed
+                    unchanged = False
+                if not unchanged:
+                    raise BuildError(
+                        spec.name,
+                        f"{spec.context / path} changed while the build was being prepared; "
+                        "run the build again",
+                    )
+        for name, data in (
+            (DOCKERFILE_IN_TAR, dockerfile_text.encode("utf-8")),
+            (".dockerignore", f".dockerignore\n{DOCKERFILE_IN_TAR}\n".encode()),
+        ):
+            info = _tarinfo(name, 0o644)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+class _CheckedReader(io.RawIOBase):
+    """Reads at most ``size`` bytes of a file, hashing what passes through."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self._f = f
+        self._left = size
+        self._hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self._left:
+            n = self._left
+        data = self._f.read(n)
+        self._left -= len(data)
+        self._hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        if self._f.read(1):  # grew since it was measured
+            self._hash.update(b"\0")
+        return self._hash.hexdigest()

@@ -1,0 +1,131 @@
+"""Every ``ENVKIT_*`` environment variable, read in one place into a frozen :class:`Settings`.
+
+Nothing else in envkit reads these variables: a module that needs one takes
+a :class:`Settings` (``Settings.from_env()`` when the caller has none). A bad
+value is a :class:`~envkit.errors.ConfigError` naming the variable and the fix.
+
+=========================  =====================================================================
+``ENVKIT_ROOT``            the project root (default: searched upward from the working directory)
+``ENVKIT_CONFIG``          the stack file's name at the root (default ``envkit.toml``)
+``ENVKIT_STATE_DIR``       the stack's state directory (default ``<root>/.envkit``)
+``ENVKIT_LOCK_DIR``        the per-tag build locks (default ``~/.cache/envkit/locks``)
+``ENVKIT_LOCK_TIMEOUT``    seconds to wait for a stack's state lock (default 120)
+``ENVKIT_GRACE``           seconds a stack outlives its last holder (default 3)
+``ENVKIT_KEEP``            keep the stack up after the last holder, until ``envkit down``
+``ENVKIT_TTL``             keep it up that many seconds after the last holder
+=========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import overload
+
+from envkit.errors import ConfigError
+
+PREFIX = "ENVKIT_"  # also the prefix of a stack handle's variables (ENVKIT_<SERVICE>_HOST)
+ROOT = "ENVKIT_ROOT"
+CONFIG = "ENVKIT_CONFIG"
+STATE_DIR = "ENVKIT_STATE_DIR"
+LOCK_DIR = "ENVKIT_LOCK_DIR"
+LOCK_TIMEOUT = "ENVKIT_LOCK_TIMEOUT"
+GRACE = "ENVKIT_GRACE"
+KEEP = "ENVKIT_KEEP"
+TTL = "ENVKIT_TTL"
+
+DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
+DEFAULT_GRACE = 3.0  # seconds a stack outlives its last holder, so a late joiner finds it up
+
+
+@dataclass(frozen=True)
+class Settings:
+    """envkit's settings from the environment; every field has a default that needs no config."""
+
+    root: Path | None = None
+    config_name: str | None = None  # None: envkit.toml (or [tool.envkit] in pyproject.toml)
+    state_dir: Path | None = None
+    lock_dir: Path = Path.home() / ".cache" / "envkit" / "locks"
+    cache_dir: Path = Path.home() / ".cache" / "envkit"  # the daemons' platforms (daemons.json)
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    grace: float = DEFAULT_GRACE
+    keep: bool = False
+    ttl: float | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``environ`` (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "envkit"
+        root = env.get(ROOT, "").strip()
+        state_dir = env.get(STATE_DIR, "").strip()
+        lock_dir = env.get(LOCK_DIR, "").strip()
+        return cls(
+            root=Path(root) if root else None,
+            config_name=_config_name(env.get(CONFIG, "")),
+            state_dir=Path(state_dir) if state_dir else None,
+            lock_dir=Path(lock_dir) if lock_dir else cache / "locks",
+            cache_dir=cache,
+            lock_timeout=_env_seconds(env, LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT),
+            grace=_env_seconds(env, GRACE, DEFAULT_GRACE),
+            keep=_env_flag(env, KEEP),
+            ttl=_env_seconds(env, TTL),
+        )
+
+
+def seconds(raw: str) -> float:
+    """A finite, non-negative number of seconds (``ValueError`` otherwise): the one parser of
+    durations that users type (environment variables, ``--ttl``, ``--envkit-ttl``)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{raw!r} is not a number of seconds (>= 0)")
+    return value
+
+
+@overload
+def _env_seconds(env: Mapping[str, str], name: str) -> float | None: ...
+
+
+@overload
+def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float: ...
+
+
+def _env_seconds(env: Mapping[str, str], name: str, default: float | None = None) -> float | None:
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        return seconds(raw)
+    except ValueError:
+        raise ConfigError(
+            "environment", name, f"{raw!r} is not a number of seconds", f"set {name}=60, or unset it"
+        ) from None
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError("environment", name, f"{raw!r} is not a yes or no", f"set {name}=1 or {name}=0")
+
+
+def _config_name(raw: str) -> str | None:
+    name = raw.strip()
+    if not name:
+        return None
+    if "/" in name or not name.endswith(".toml"):
+        raise ConfigError(
+            "environment",
+            CONFIG,
+            f"{name!r} is not the name of a .toml file",
+            f"set it to a stack file's name at the project root, e.g. {CONFIG}=envkit.alpine.toml",
+        )
+    return name

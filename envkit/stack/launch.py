@@ -1,0 +1,193 @@
+"""Bringing an acquire's services up, without the state lock held.
+
+Each service starts as soon as what it depends on is healthy (independent
+ones in parallel). A service this holder claimed is created, started and
+probed until healthy, and its container, ports and status are recorded under
+the lock; a service another holder is starting is waited for by reading the
+state file, and taken over if that holder dies. A failure is recorded with
+its logs, so every waiter raises the same :class:`ServiceUnhealthy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from envkit import graph
+from envkit.config.model import StackConfig
+from envkit.docker import labels
+from envkit.docker.engine import ContainerSpec, Daemon
+from envkit.errors import EnvkitError, ServiceUnhealthy, StackStopped
+from envkit.progress import Progress, State
+from envkit.stack import health, lease
+from envkit.stack.handle import HOST
+from envkit.stack.objects import StackObjects
+from envkit.stack.reconcile import Wanted
+from envkit.stack.state import ServiceState, StackState, StateFile
+
+POLL = 0.05  # seconds between looks at a service another process is starting
+WAIT_SLACK = 30.0  # a waiter's own deadline beyond the service's start_timeout
+
+
+class Launcher:
+    """Brings up the services one acquire wants, as the holder ``me``."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        daemon: Daemon,
+        *,
+        me: str,
+        wanted: Mapping[str, Wanted],
+        locked: Callable[[], contextlib.AbstractContextManager[None]],
+        progress: Progress,
+    ) -> None:
+        self.config = config
+        self.daemon = daemon
+        self.me = me
+        self.wanted = wanted
+        self.locked = locked
+        self.progress = progress
+        self.objects = StackObjects(daemon, config.id)
+        self.state_file = StateFile(config.state_dir)
+        self._cancelled = threading.Event()
+
+    def run(self, names: Sequence[str]) -> None:
+        """Return once every one of ``names`` is healthy (they come dependencies first).
+
+        On Ctrl-C the starts under way stop at their next look and are waited
+        for, so that nothing is created after the caller tears the stack down.
+        """
+        graph.run(
+            self.config.service_graph(),
+            names,
+            self.settle,
+            jobs=max(1, len(names)),
+            thread_name="envkit-up",
+            on_interrupt=self._cancelled.set,
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        if self._cancelled.wait(seconds):
+            raise _Cancelled
+
+    def settle(self, name: str) -> None:
+        """Return once ``name`` is healthy: start it if it is ours to start, else wait for its starter."""
+        spec = self.config.services[name]
+        started = time.monotonic()
+        deadline = started + spec.start_timeout + WAIT_SLACK
+        noted = False
+        while True:
+            svc = self._service(self.state_file.read(), name)
+            if svc.status == "healthy":
+                return
+            if svc.status == "failed":
+                if svc.error:
+                    raise ServiceUnhealthy(**svc.error)
+                raise ServiceUnhealthy(
+                    name, spec.healthcheck.describe(), 0.0, "another process failed to start it"
+                )
+            if svc.owner == self.me:
+                self._start(name)
+                return
+            if svc.owner is None or not lease.holder_alive(self.config.state_dir, svc.owner):
+                self._take_over(name, svc.owner)
+                continue
+            if not noted:
+                self.progress.note(name, "waiting for another process that is starting it", State.WAITING)
+                noted = True
+            if time.monotonic() > deadline:
+                raise ServiceUnhealthy(
+                    name,
+                    spec.healthcheck.describe(),
+                    time.monotonic() - started,
+                    "another process has been starting it for too long",
+                    self.objects.logs(svc.container),
+                )
+            self._sleep(POLL)
+
+    def _service(self, state: StackState | None, name: str) -> ServiceState:
+        svc = state.services.get(name) if state else None
+        if svc is None:
+            raise StackStopped(self.config.id)
+        return svc
+
+    def _take_over(self, name: str, previous: str | None) -> None:
+        with self.locked():
+            state = self.state_file.read()
+            svc = self._service(state, name)
+            if svc.status == "starting" and svc.owner == previous:
+                svc.owner = self.me
+                assert state is not None
+                self.state_file.save(state)
+
+    def _update(self, name: str, **changes: Any) -> None:
+        """Record a change to a service this holder is starting (under the lock)."""
+        with self.locked():
+            state = self.state_file.read()
+            svc = self._service(state, name)
+            if svc.owner != self.me:
+                raise StackStopped(self.config.id)
+            for key, value in changes.items():
+                setattr(svc, key, value)
+            svc.since = time.time()
+            assert state is not None
+            self.state_file.save(state)
+
+    def _start(self, name: str) -> None:
+        spec = self.config.services[name]
+        want = self.wanted[name]
+        started = time.monotonic()
+        self.progress.note(name, f"starting ({want.image})", State.WORKING)
+        container = ContainerSpec(
+            name=f"{self.config.id}-{name}",
+            image=want.image,
+            command=spec.command,
+            environment=spec.environment,
+            labels={
+                labels.STACK: self.config.id,
+                labels.PROJECT: self.config.name,
+                labels.SERVICE: name,
+                labels.INPUTS: want.inputs,
+                labels.ROOT: str(self.config.root),
+            },
+            ports=spec.ports,
+            network=self.config.id,
+            aliases=[name],
+            host=HOST,
+        )
+        if self._cancelled.is_set():
+            raise _Cancelled
+        cid = self.objects.run(container, service=name, check=spec.healthcheck.describe(), inputs=want.inputs)
+        try:
+            self._update(name, container=cid)
+        except StackStopped:
+            self.objects.remove([cid])  # torn down meanwhile: this container is nobody's
+            raise
+        try:
+            ports = health.wait_healthy(
+                self.daemon, spec, cid, started, logs=self.objects.logs, sleep=self._sleep
+            )
+        except ServiceUnhealthy as err:
+            self.progress.note(name, f"unhealthy: {err.reason}", State.FAILED)
+            with contextlib.suppress(EnvkitError):
+                self.objects.remove([cid])
+            error = {
+                "service": err.service,
+                "check": err.check,
+                "seconds": err.seconds,
+                "reason": err.reason,
+                "logs": err.logs,
+            }
+            with contextlib.suppress(StackStopped):
+                self._update(name, status="failed", error=error, owner=None)
+            raise
+        self._update(name, status="healthy", ports=dict(ports), owner=None)
+        self.progress.note(name, f"healthy in {time.monotonic() - started:.1f}s", State.DONE)
+
+
+class _Cancelled(Exception):
+    """The acquire was interrupted: a start under way stops here."""

@@ -1,0 +1,116 @@
+"""A stack's objects in Docker: its containers and its network, found by the stack id's label.
+
+Everything here is scoped to one stack id: a removal never reaches an object
+without ``envkit.stack=<this id>``, so other checkouts' stacks, and anything
+envkit did not create, are never touched. This knows nothing of the stack
+file, so the detached reaper can use it with only a stack id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from envkit.docker import labels
+from envkit.docker.engine import Container, ContainerSpec, Daemon, Network
+from envkit.errors import DaemonError, EnvkitError, ServiceUnhealthy
+from envkit.stack.state import StateFile
+
+LOG_LINES = 50  # of a service's log, in its ServiceUnhealthy
+
+
+class StackObjects:
+    """The containers and network of the stack ``stack_id``."""
+
+    def __init__(self, daemon: Daemon, stack_id: str) -> None:
+        self.daemon = daemon
+        self.stack_id = stack_id
+        self.selector = labels.selector(labels.STACK, stack_id)
+
+    def containers(self, service: str | None = None) -> list[Container]:
+        """This stack's containers (all states), or one service's."""
+        found = [
+            c for c in self.daemon.containers(self.selector) if c.labels.get(labels.STACK) == self.stack_id
+        ]
+        if service is not None:
+            found = [c for c in found if c.labels.get(labels.SERVICE) == service]
+        return found
+
+    def networks(self) -> list[Network]:
+        return [n for n in self.daemon.networks(self.selector) if n.labels.get(labels.STACK) == self.stack_id]
+
+    def ensure_network(self, project: str) -> str:
+        """The stack's network (named after the stack id), created if it is missing."""
+        if any(n.name == self.stack_id for n in self.networks()):
+            return self.stack_id
+        try:
+            self.daemon.create_network(self.stack_id, {labels.STACK: self.stack_id, labels.PROJECT: project})
+        except DaemonError as err:
+            raise EnvkitError(
+                f"cannot create network {self.stack_id!r}: {err.detail}\n"
+                "  fix: a network of that name without envkit's labels exists; remove it "
+                f"(`docker network rm {self.stack_id}`) if it is not in use"
+            ) from None
+        return self.stack_id
+
+    def run(self, spec: ContainerSpec, *, service: str, check: str, inputs: str) -> str:
+        """A running container for ``service``: one left by a starter that died, or a new one."""
+        existing = self.containers(service)
+        for c in existing:
+            if c.running and c.labels.get(labels.INPUTS) == inputs:
+                return c.id
+        self.remove([c.id for c in existing])
+        try:
+            cid = self.daemon.create_container(spec)
+        except DaemonError as err:
+            raise EnvkitError(
+                f"cannot create the container of service {service!r}: {err.detail}\n"
+                f"  fix: if a container named {spec.name} exists without envkit's labels, "
+                "remove it; otherwise check the service's settings"
+            ) from None
+        try:
+            self.daemon.start_container(cid)
+        except DaemonError as err:
+            self.remove([cid])
+            raise ServiceUnhealthy(
+                service, check, 0.0, f"its container did not start: {err.detail}"
+            ) from None
+        return cid
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Remove these containers (each must be this stack's), in parallel."""
+        if not ids:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
+            list(pool.map(self.daemon.remove_container, ids))
+
+    def teardown(self) -> int:
+        """Remove every container and the network of this stack; the number of containers removed."""
+        containers = [c.id for c in self.containers()]
+        self.remove(containers)
+        for net in self.networks():
+            for attempt in range(10):  # endpoints of just-removed containers linger briefly
+                try:
+                    self.daemon.remove_network(net.id)
+                    break
+                except DaemonError:
+                    if attempt == 9:
+                        raise
+                    time.sleep(0.2)
+        return len(containers)
+
+    def stop(self, state_file: StateFile) -> int:
+        """Tear the stack down: its containers, its network, then its state file."""
+        removed = self.teardown()
+        state_file.remove()
+        return removed
+
+    def logs(self, cid: str | None, lines: int = LOG_LINES) -> list[str]:
+        """The last ``lines`` lines of a container's log (empty when it cannot be read)."""
+        if not cid:
+            return []
+        try:
+            return self.daemon.logs(cid, lines)
+        except EnvkitError:
+            return []

@@ -1,0 +1,160 @@
+"""What an acquire must do, decided from plain data: no Docker, no files, no clock.
+
+:func:`reconcile` takes what the stack should run (:class:`Wanted`), the
+recorded state, what Docker reports and who still holds the stack, and
+returns :class:`Actions` for the orchestrator to perform under the state
+lock. It is the whole of the acquire's judgement, so it is unit-tested with
+plain data; the orchestrator only carries it out.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from envkit.config.model import ServiceSpec
+from envkit.docker import labels
+from envkit.docker.engine import Container
+from envkit.errors import StackConflict
+from envkit.stack.lease import Holder
+from envkit.stack.state import ServiceState, StackState
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A service the acquiring holder needs, as it would run now."""
+
+    image: str  # the reference its container runs
+    inputs: str  # hash of the service's settings and image identity
+    summary: str  # for messages: "image demo/api:0123abcd"
+
+
+INPUTS_SCHEMA = 1
+
+
+def wanted(spec: ServiceSpec, ref: str, identity: str) -> Wanted:
+    """The service ``spec`` running image ``ref`` (whose identity is ``identity``: a content-
+    addressed tag, or an external image's ID or digest)."""
+    return Wanted(image=ref, inputs=inputs_hash(spec, identity), summary=f"image {ref}")
+
+
+def inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
+    """The hash of everything a service's container is made from: a change restarts it."""
+    data = {
+        "schema": INPUTS_SCHEMA,
+        "image": image_identity,
+        "ports": sorted(spec.ports),
+        "environment": dict(sorted(spec.environment.items())),
+        "command": list(spec.command) if spec.command is not None else None,
+        "healthcheck": [
+            spec.healthcheck.kind,
+            list(spec.healthcheck.cmd),
+            spec.healthcheck.path,
+            spec.healthcheck.port,
+        ],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass
+class Actions:
+    """What to do, in this order: tear down (``restart``), remove, record ``state``."""
+
+    state: StackState  # the state to record, with this holder's claims
+    remove: list[str] = field(default_factory=list)  # containers to remove: dead, unhealthy or strays
+    restart: list[str] = field(default_factory=list)  # changed inputs: tear the stack down first
+    warnings: list[str] = field(default_factory=list)
+    network: bool = False  # this holder starts a service: the network must exist
+
+    def claimed(self, me: str) -> list[str]:
+        """The services this holder is to start."""
+        return [n for n, s in self.state.services.items() if s.status == "starting" and s.owner == me]
+
+
+def reconcile(
+    state: StackState | None,
+    containers: Sequence[Container],
+    live: Sequence[Holder],
+    wanted: Mapping[str, Wanted],
+    me: str,
+    *,
+    stack_id: str,
+    project: str,
+    root: str,
+) -> Actions:
+    """Bring the recorded state in line with Docker, and claim what ``me`` must start.
+
+    - A service whose container died, vanished, or that Docker's own health
+      check calls unhealthy while nobody holds the stack, is forgotten (its
+      container removed), so it is started again; a service being started by
+      a live holder is left alone, one whose starter died loses its owner.
+    - A container the state does not account for is a stray, and removed.
+    - If a wanted service runs with other inputs, the stack restarts when
+      nobody holds it; otherwise :class:`StackConflict` names the holders.
+    - Each wanted service that is absent or failed is claimed by ``me``.
+    """
+    actions = Actions(state=StackState(stack=stack_id, project=project, root=root))
+    if state is not None:
+        state = copy.deepcopy(state)
+        _sync(state, containers, live, actions)
+        changes = _changes(state, wanted)
+        if changes and live:
+            raise StackConflict(stack_id, changes, [h.describe() for h in live])
+        if changes:
+            actions.restart, actions.remove = changes, []
+        else:
+            actions.state = state
+    for name, want in wanted.items():
+        current = actions.state.services.get(name)
+        if current is None or current.status == "failed":
+            actions.state.services[name] = ServiceState(
+                inputs=want.inputs, image=want.image, status="starting", owner=me
+            )
+        elif current.status == "starting" and current.owner is None:
+            current.owner = me  # recovered from labels, or its starter died: check it again
+    actions.network = bool(actions.claimed(me))
+    return actions
+
+
+def _sync(
+    state: StackState, containers: Sequence[Container], live: Sequence[Holder], actions: Actions
+) -> None:
+    live_ids = {h.id for h in live}
+    by_id = {c.id: c for c in containers}
+    for name, svc in list(state.services.items()):
+        if svc.status == "starting" and svc.owner in live_ids:
+            continue
+        if svc.status == "starting" and svc.owner is not None:
+            svc.owner = None  # its starter died: the next holder to need it takes over
+        c = by_id.get(svc.container or "")
+        # Docker's own health check says unhealthy: restart it, unless others hold the stack.
+        unhealthy = c is not None and c.unhealthy and not live
+        if c is None or not c.running or unhealthy:
+            if svc.status == "healthy":
+                actions.warnings.append(
+                    f"service {name!r} of stack {state.stack} is "
+                    f"{'unhealthy' if unhealthy else 'stopped'}; it will be started again"
+                )
+            if c is not None:
+                actions.remove.append(c.id)
+            if svc.status != "failed":
+                del state.services[name]
+    known = {svc.container for svc in state.services.values()}
+    for cid, c in by_id.items():
+        owner = state.services.get(c.labels.get(labels.SERVICE, ""))
+        if cid in known or (owner is not None and owner.status == "starting" and owner.owner in live_ids):
+            continue
+        actions.remove.append(cid)
+    actions.remove = sorted(set(actions.remove))
+
+
+def _changes(state: StackState, wanted: Mapping[str, Wanted]) -> list[str]:
+    changes = []
+    for name, want in wanted.items():
+        svc = state.services.get(name)
+        if svc is not None and svc.status != "failed" and svc.inputs != want.inputs:
+            changes.append(f"service {name!r} changed ({want.summary}; running: {svc.image})")
+    return changes

@@ -1,0 +1,73 @@
+"""``envkit status``: what runs, who holds it, and for how long it stays (changes nothing)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from envkit.config.model import StackConfig
+from envkit.docker.engine import Daemon
+from envkit.errors import StateCorrupt
+from envkit.stack import lease, reaper
+from envkit.stack.handle import HOST
+from envkit.stack.objects import StackObjects
+from envkit.stack.state import StateFile
+
+
+def status(config: StackConfig, daemon: Daemon) -> dict[str, Any]:
+    """The stack's status as a JSON-ready dict."""
+    now = time.time()
+    problem = None
+    try:
+        state = StateFile(config.state_dir).read()
+    except StateCorrupt as err:
+        state, problem = None, str(err).splitlines()[0]
+    containers = {c.id: c for c in StackObjects(daemon, config.id).containers()}
+    services = {}
+    for name in sorted(set(config.services) | set(state.services if state else ())):
+        svc = state.services.get(name) if state else None
+        c = containers.get(svc.container or "") if svc else None
+        services[name] = {
+            "status": svc.status if svc else "stopped",
+            "container": c.status if c else None,
+            "image": svc.image if svc else None,
+            "inputs": svc.inputs if svc else None,
+            "endpoints": {p: f"{HOST}:{hp}" for p, hp in sorted(svc.ports.items())} if svc else {},
+            "error": svc.error.get("reason") if svc and svc.error else None,
+        }
+    holders = []
+    for holder, path in lease.read_holders(config.state_dir):
+        holders.append(
+            {
+                "id": holder.id,
+                "kind": holder.kind,
+                "pid": holder.pid,
+                "host": holder.host,
+                "command": holder.command,
+                "services": list(holder.services),
+                "age": round(now - holder.since, 1),
+                "alive": lease.is_alive(holder, path, now),
+                "expires_in": None if holder.expires is None else round(holder.expires - now, 1),
+            }
+        )
+    idle: dict[str, Any] | None = None
+    if state and state.idle_since is not None:
+        idle = {
+            "since": round(now - state.idle_since, 1),
+            "keep": state.idle_keep,
+            "ttl_left": None if state.idle_until is None else max(0.0, round(state.idle_until - now, 1)),
+        }
+    return {
+        "stack": config.id,
+        "project": config.name,
+        "state_dir": str(config.state_dir),
+        "engine": daemon.endpoint.to_json(),
+        "running": bool(containers),
+        "up_for": round(now - state.created, 1) if state else None,
+        "network": state.network if state else None,
+        "services": services,
+        "holders": holders,
+        "idle": idle,
+        "reaper": reaper.running(config.state_dir),
+        "state_error": problem,
+    }

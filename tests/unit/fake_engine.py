@@ -1,0 +1,146 @@
+"""An in-memory Docker engine with the operations the shared stack uses, for unit tests.
+
+It is a fake of envkit's own boundary (:class:`envkit.docker.engine.Daemon`), not of
+Docker's API: it keeps containers and networks as plain data, publishes each container
+port at a made-up host port, and lets a test break or observe any operation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from envkit.docker import labels
+from envkit.docker.engine import Container, ContainerDetails, ContainerSpec, ExecResult, Network
+from envkit.docker.transport import Endpoint
+
+
+@dataclass
+class FakeContainer:
+    spec: ContainerSpec
+    id: str
+    running: bool = False
+    status: str = "Created"
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+class FakeDaemon:
+    """Containers and networks in dicts; ``calls`` records every operation by name."""
+
+    def __init__(self) -> None:
+        self.endpoint = Endpoint("unix:///fake.sock", "a test")
+        self.timeout = 60.0
+        self.platform = "linux/amd64"
+        self.containers_by_id: dict[str, FakeContainer] = {}
+        self.networks_by_id: dict[str, Network] = {}
+        self.calls: list[str] = []
+        self.on_start: Callable[[str], None] | None = None  # runs when a container starts
+        self._ids = itertools.count(1)
+        self._ports = itertools.count(40000)
+
+    # -- what the stack reads -----------------------------------------------------------------
+
+    def containers(self, label: str) -> list[Container]:
+        self.calls.append("containers")
+        key, _, value = label.partition("=")
+        return [
+            Container(
+                id=c.id,
+                name=c.spec.name,
+                labels=dict(c.spec.labels),
+                state="running" if c.running else "exited",
+                status=c.status,
+                image=c.spec.image,
+                ports=dict(c.ports),
+            )
+            for c in self.containers_by_id.values()
+            if c.spec.labels.get(key) == value
+        ]
+
+    def networks(self, label: str) -> list[Network]:
+        self.calls.append("networks")
+        key, _, value = label.partition("=")
+        return [n for n in self.networks_by_id.values() if n.labels.get(key) == value]
+
+    def inspect_image(self, ref: str) -> dict[str, Any] | None:
+        return {"Id": f"sha256:{ref}", "Config": {"Labels": {}}}
+
+    def inspect_container(self, cid: str) -> ContainerDetails | None:
+        c = self.containers_by_id.get(cid)
+        if c is None:
+            return None
+        return ContainerDetails(
+            id=cid,
+            running=c.running,
+            exit_code=None if c.running else 1,
+            error="",
+            health=None,
+            health_output="",
+            ports=dict(c.ports),
+        )
+
+    def logs(self, cid: str, tail: int) -> list[str]:
+        return [f"log of {cid}"]
+
+    def exec_run(self, cid: str, cmd: Any, *, timeout: float) -> ExecResult:
+        return ExecResult(0, "")
+
+    # -- what the stack changes ---------------------------------------------------------------
+
+    def create_network(self, name: str, network_labels: dict[str, str]) -> str:
+        self.calls.append("create_network")
+        nid = f"net{next(self._ids)}"
+        self.networks_by_id[nid] = Network(nid, name, dict(network_labels))
+        return nid
+
+    def remove_network(self, network_id: str) -> None:
+        self.calls.append("remove_network")
+        self.networks_by_id.pop(network_id, None)
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        self.calls.append("create_container")
+        cid = f"c{next(self._ids)}"
+        self.containers_by_id[cid] = FakeContainer(spec, cid)
+        return cid
+
+    def start_container(self, cid: str) -> None:
+        self.calls.append("start_container")
+        c = self.containers_by_id[cid]
+        c.running, c.status = True, "Up 1 second"
+        c.ports = {str(p): next(self._ports) for p in c.spec.ports}
+        if self.on_start is not None:
+            self.on_start(cid)
+
+    def remove_container(self, cid: str) -> None:
+        self.calls.append("remove_container")
+        self.containers_by_id.pop(cid, None)
+
+    # -- helpers for tests --------------------------------------------------------------------
+
+    def add(
+        self, service: str, stack_id: str, *, running: bool = True, status: str = "Up", **extra: str
+    ) -> str:
+        """A container of ``service`` made behind envkit's back (or left by an earlier run)."""
+        cid = f"c{next(self._ids)}"
+        spec = ContainerSpec(
+            name=f"{stack_id}-{service}",
+            image="img",
+            command=None,
+            environment={},
+            labels={labels.STACK: stack_id, labels.SERVICE: service, **extra},
+            ports=(),
+            network=stack_id,
+            aliases=(service,),
+        )
+        self.containers_by_id[cid] = FakeContainer(spec, cid, running=running, status=status)
+        return cid
+
+    def running(self) -> dict[str, str]:
+        """Service -> id of its running container."""
+        return {c.spec.labels[labels.SERVICE]: c.id for c in self.containers_by_id.values() if c.running}
+
+    def stop(self, cid: str) -> None:
+        c = self.containers_by_id[cid]
+        self.containers_by_id[cid] = replace(c, running=False, status="Exited (1)")

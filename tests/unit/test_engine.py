@@ -1,0 +1,206 @@
+"""The Docker boundary against a scripted engine on a Unix socket: one error translator, bounded
+calls, every response closed, streams decoded.
+
+The engine here is a small HTTP/1.1 server (keep-alive, like dockerd) whose answers each test
+scripts; it counts the connections a client leaves open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import socketserver
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from envkit.docker.engine import Daemon, _demux
+from envkit.docker.transport import Endpoint
+from envkit.errors import DaemonError, DockerUnavailable
+
+Answer = tuple[int, bytes]  # status, body
+Script = Callable[[str, str], "Answer | None"]  # (method, path) -> answer, or None: hang
+
+
+class Engine:
+    """What the scripted engine saw and holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.requests: list[tuple[str, str]] = []
+        self.open = 0
+        self.release = threading.Event()  # ends every hanging request
+        self.script: Script = lambda method, path: (404, b'{"message": "no script"}')
+        self.stream: list[bytes] | None = None  # a chunked answer for POST /build
+
+
+def _handler(engine: Engine) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def setup(self) -> None:
+            super().setup()
+            engine.open += 1
+
+        def finish(self) -> None:
+            with contextlib.suppress(OSError):
+                super().finish()
+            engine.open -= 1
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            path = self.path.split("?")[0]
+            path = path.split("/", 2)[2] if path.startswith("/v1.") else path.lstrip("/")
+            engine.requests.append((self.command, "/" + path))
+            if path == "_ping":
+                self._send(200, b"OK", {"Api-Version": "1.41", "Server": "Docker/test"})
+                return
+            if engine.stream is not None and path == "build":
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for chunk in engine.stream:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            answer = engine.script(self.command, "/" + path)
+            if answer is None:
+                engine.release.wait(30)
+                return
+            self._send(*answer)
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+    return Handler
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    the_engine = Engine(tmp_path / "docker.sock")
+    server = socketserver.ThreadingUnixStreamServer(str(the_engine.path), _handler(the_engine))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield the_engine
+    the_engine.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def daemon_for(engine: Engine, timeout: float = 5.0) -> Daemon:
+    return Daemon(
+        endpoint=Endpoint(f"unix://{engine.path}", "a test"), cache_dir=engine.path.parent, timeout=timeout
+    )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_an_error_answer_is_one_daemon_error_with_its_status_and_message(engine: Engine) -> None:
+    engine.script = lambda method, path: (500, b'{"message": "boom: the disk is full"}')
+    daemon = daemon_for(engine)
+    with pytest.raises(DaemonError) as caught:
+        daemon.tag("sha256:abc", "demo/app:0123")
+    assert caught.value.status == 500
+    assert "boom: the disk is full" in str(caught.value) and "/images/sha256:abc/tag" in str(caught.value)
+
+
+def test_every_response_is_closed_also_after_an_error(engine: Engine) -> None:
+    """A keep-alive engine holds a connection until the client lets go: none may be left."""
+    engine.script = lambda method, path: (409, b'{"message": "conflict: in use"}')
+    daemon = daemon_for(engine)
+    for _ in range(5):
+        with pytest.raises(DaemonError):
+            daemon.remove_image("demo/app:0123")
+    engine.script = lambda method, path: (200, b"[]")
+    assert daemon.containers("envkit.stack=x") == []
+    assert wait_for(lambda: engine.open == 0), f"{engine.open} connection(s) left open"
+
+
+def test_a_missing_object_is_none_or_no_error(engine: Engine) -> None:
+    engine.script = lambda method, path: (404, b'{"message": "No such image"}')
+    daemon = daemon_for(engine)
+    assert daemon.inspect_image("nope:1") is None
+    assert daemon.inspect_container("abc") is None
+    daemon.remove_container("abc")  # already gone: fine
+    daemon.remove_network("abc")
+
+
+def test_an_engine_that_stops_answering_is_an_error_within_the_call_bound(engine: Engine) -> None:
+    engine.script = lambda method, path: None  # hangs
+    daemon = daemon_for(engine, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(DaemonError) as caught:
+        daemon.containers("envkit.stack=x")
+    assert time.monotonic() - started < 3
+    assert "did not answer within 0.5s" in str(caught.value)
+
+
+def test_a_command_check_that_outlasts_its_time_leaves_no_thread_behind(engine: Engine) -> None:
+    def script(method: str, path: str) -> Answer | None:
+        if path.endswith("/exec"):
+            return 201, b'{"Id": "e1"}'
+        return None  # the command never ends
+
+    engine.script = script
+    daemon = daemon_for(engine)
+    threads = threading.active_count()
+    started = time.monotonic()
+    with pytest.raises(DaemonError, match="did not answer within 1s"):
+        daemon.exec_run("c1", ["sleep", "100"], timeout=1.0)
+    assert time.monotonic() - started < 3
+    assert threading.active_count() == threads
+
+
+def test_a_missing_or_silent_engine_is_docker_unavailable(tmp_path: Path, engine: Engine) -> None:
+    with pytest.raises(DockerUnavailable, match="a test"):
+        Daemon(endpoint=Endpoint(f"unix://{tmp_path / 'none.sock'}", "a test"))
+
+
+def test_a_build_stream_is_decoded_across_chunk_boundaries(engine: Engine, tmp_path: Path) -> None:
+    messages = [{"stream": "Step 1/2 : FROM x\n"}, {"stream": " ---> abc\n"}, {"aux": {"ID": "sha256:f00"}}]
+    raw = b"".join(json.dumps(m).encode() + b"\r\n" for m in messages)
+    engine.stream = [raw[:7], raw[7:30], raw[30:31], raw[31:]]
+    daemon = daemon_for(engine)
+    context = tmp_path / "ctx.tar"
+    context.write_bytes(b"\0" * 1024)
+    with context.open("rb") as f:
+        got = list(
+            daemon.build(f, 1024, dockerfile="Dockerfile", buildargs={}, target=None, platform=None, stall=5)
+        )
+    assert got == messages
+
+
+def test_a_multiplexed_stream_is_demultiplexed() -> None:
+    def frame(kind: int, data: bytes) -> bytes:
+        return bytes([kind, 0, 0, 0]) + struct.pack(">I", len(data)) + data
+
+    assert _demux(frame(1, b"out\n") + frame(2, b"err\n") + frame(1, b"more")) == b"out\nerr\nmore"
+    assert _demux(b"plain tty output\n") == b"plain tty output\n"
+    assert _demux(b"") == b""
