@@ -493,6 +493,38 @@ def test_keep_on_failure_leaves_a_failed_runs_stack_up_and_says_where(inner: Inn
     inner.wait_gone()
 
 
+KEEP_FAILED = """
+    import pytest
+    import envkit
+    from inner_helpers import use
+
+    pytestmark = pytest.mark.services("cache")
+
+    def test_a_second_holder_fails_to_start_broken(envkit_stack):
+        use(envkit_stack)
+        with pytest.raises(envkit.ServiceUnhealthy):
+            envkit.acquire(services=["broken"])
+
+    def test_fails(envkit_stack):
+        assert False, "the failing test"
+"""
+
+
+@pytest.mark.parametrize("workers", [["-n", "2"], ["-p", "no:xdist"]])
+def test_keep_on_failure_does_not_claim_to_keep_a_stack_whose_service_failed(
+    inner: Inner, workers: list[str]
+) -> None:
+    """A stack with a failed service is torn down whatever keep says: the run says so."""
+    inner.sp.write_stack(SERVICES + BROKEN)
+    inner.write("test_keep_failed.py", KEEP_FAILED)
+    run = inner.run(*workers, "--envkit-keep-on-failure", "test_keep_failed.py")
+    run.result.assert_outcomes(passed=1, failed=1)
+    assert "is left up" not in run.output, run.output
+    assert f"stack {inner.sp.stack_id} was stopped all the same" in run.output, run.output
+    assert run.after == NOTHING, run.after
+    inner.wait_gone()
+
+
 def test_ttl_keeps_the_stack_up_for_the_next_run_which_attaches(inner: Inner) -> None:
     inner.write("test_keep.py", KEEP)
     first = inner.run("-n", "2", "--envkit-ttl", "30", "test_keep.py::test_passes")

@@ -463,3 +463,38 @@ def test_bad_up_input_is_one_clear_error_and_starts_nothing(
     assert proc.stderr.count("envkit: error:") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert_nothing_left(sp)
     assert not sp.reapers()
+
+
+def test_up_honours_envkit_ttl_and_keep_overrides_it(stack_project: StackProject) -> None:
+    """`envkit up` pins the stack; ENVKIT_TTL makes that pin lapse, and --keep pins it until
+    `envkit down` whatever the environment says."""
+    sp = stack_project
+    assert sp.cli("up", "--json", ENVKIT_TTL="300").returncode == 0
+    pins = [h for h in cli_json(sp, "status")["holders"] if h["kind"] == "pin"]
+    assert len(pins) == 1 and 250 < pins[0]["expires_in"] <= 300, pins
+    assert sp.cli("up", "--keep", "--json", ENVKIT_TTL="300").returncode == 0
+    pins = [h for h in cli_json(sp, "status")["holders"] if h["kind"] == "pin"]
+    assert sorted(str(p["expires_in"]) for p in pins)[-1] == "None" and len(pins) == 2, pins
+    down = cli_json(sp, "down")
+    assert down["stopped"] is True
+    assert_nothing_left(sp)
+
+
+def test_status_names_the_engine_the_holders_services_and_how_long_the_stack_is_up(
+    stack_project: StackProject,
+) -> None:
+    sp = stack_project
+    holder = sp.holder("--service", "web")
+    try:
+        read_line(holder)
+        status = cli_json(sp, "status")
+        assert status["engine"]["host"].startswith("unix://") and status["engine"]["source"]
+        [process] = [h for h in status["holders"] if h["kind"] == "process"]
+        assert process["services"] == ["web"] and process["pid"] == holder.pid
+        assert 0 <= status["up_for"] < 120
+        text = sp.cli("status").stdout
+        assert "engine: unix://" in text and "[web]" in text
+    finally:
+        code, err = release(holder)
+        assert code == 0, err
+    sp.wait_until(sp.gone, 15, "the stack goes after the grace")

@@ -43,3 +43,45 @@ def test_bad_arguments_are_usage_errors_without_traceback(args: list[str], words
     assert proc.returncode != 0
     assert words in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["gc", "--help"], ["--help"], ["--list"], ["build", "--help"]])
+def test_a_closed_stdout_ends_quietly(args: list[str]) -> None:
+    """`envkit gc --help | head -1`: the reader is gone before envkit writes; no traceback."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "envkit", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
+
+
+def test_importing_the_cli_loads_no_command_s_machinery() -> None:
+    """Every command pays for the imports of `envkit.cli`; each command imports what it runs."""
+    heavy = [
+        "docker",
+        "requests",
+        "rich",
+        "psutil",
+        "filelock",
+        "http.client",
+        "tarfile",
+        "envkit.images.build",
+        "envkit.stack.stack",
+        "envkit.config.toml",
+        "envkit.docker.engine",
+    ]
+    code = f"import sys, envkit.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

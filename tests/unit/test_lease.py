@@ -139,6 +139,55 @@ def test_new_holder_describes_this_process() -> None:
     assert "envkit up" in pin.describe()
 
 
+def test_a_holder_is_described_at_one_moment() -> None:
+    """Its age and its time left are both taken from ``now``."""
+    pin = Holder(
+        id="p",
+        kind="pin",
+        pid=None,
+        started=None,
+        host="h",
+        command="envkit up",
+        since=1000.0,
+        expires=1100.0,
+    )
+    assert pin.describe(now=1010.0) == "a pin from `envkit up` (10s old, for 90s more)"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"kind": "session", "pid": "abc"}, "pid 'abc' is not a process id"),
+        ({"kind": "process", "pid": None}, "has no pid"),
+        ({"kind": "zombie"}, "kind 'zombie'"),
+        ({"since": "now"}, "since is not a finite number"),
+        ({"expires": float("inf")}, "expires is not a finite number"),
+        ({"services": "db"}, "services is not a list"),
+        ({"keep": "yes"}, "keep is not true or false"),
+        ({"extra": 1}, "unknown field 'extra'"),
+    ],
+)
+def test_a_holder_record_of_the_wrong_shape_is_refused(change: dict[str, object], words: str) -> None:
+    data = {**lease.new_holder("process").to_json(), **change}
+    with pytest.raises(ValueError, match=words):
+        Holder.from_json(data)
+
+
+def test_a_holder_file_of_the_wrong_shape_is_set_aside_as_dead(tmp_path: Path) -> None:
+    """One bad holder file (pid "abc") must not break prune, and so the reaper, status and down."""
+    good = lease.register(tmp_path, lease.new_holder("process"))
+    bad = tmp_path / "holders" / "session-1-2.json"
+    bad.write_text(
+        json.dumps({**good.holder.to_json(), "id": "session-1-2", "kind": "session", "pid": "abc"})
+    )
+    found = {h.id: h for h, _ in lease.read_holders(tmp_path)}
+    assert found["session-1-2"].kind == "corrupt" and "pid 'abc'" in found["session-1-2"].command
+    live, removed = lease.prune(tmp_path)
+    assert ids(live) == {good.holder.id} and ids(removed) == {"session-1-2"}
+    assert not bad.exists()
+    good.drop()
+
+
 def test_holder_json_round_trip() -> None:
     holder = lease.new_holder("process", services=("db",), ttl=5.0)
     data = json.loads(json.dumps(holder.to_json()))

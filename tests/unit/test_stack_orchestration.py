@@ -155,3 +155,26 @@ def test_calls_under_the_lock_are_bounded_below_the_lock_timeout(tmp_path: Path,
     (tmp_path / "envkit.toml").write_text(STACK)
     Stack(load(tmp_path, environ={}), fake, settings=Settings(lock_timeout=10.0))  # type: ignore[arg-type]
     assert fake.timeout == 5.0
+
+
+def test_a_release_that_fails_at_exit_is_reported() -> None:
+    """At exit there is no one to raise to: the failure is said on stderr, not swallowed."""
+    import subprocess
+    import sys
+
+    script = (
+        "from envkit.errors import LockTimeout\n"
+        "from envkit.stack import stack\n"
+        "from envkit.stack.handle import StackHandle\n"
+        "class Stuck:\n"
+        "    def release(self, registration, **options):\n"
+        "        raise LockTimeout('/p/.envkit/lock', 120, 'pid 4242 (pytest)')\n"
+        "stack._install_exit_hooks()\n"
+        "stack.Lease(Stuck(), None, StackHandle('demo-1234abcd', {}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert (
+        "envkit: could not release stack demo-1234abcd at exit: waited 120s for the stack lock" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
