@@ -156,7 +156,7 @@ def test_the_loop_gives_up_at_the_start_timeout_with_the_last_reason_and_the_log
 def test_the_loop_stops_at_once_when_the_container_stops() -> None:
     clock = Clock()
     engine = Engine([details(health="starting"), details(running=False)])
-    with pytest.raises(ServiceUnhealthy, match="stopped .exit code 2"):
+    with pytest.raises(ServiceUnhealthy, match=r"stopped \(exit code 2"):
         wait_healthy(
             engine,
             spec(HealthCheck("image")),
