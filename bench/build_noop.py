@@ -7,16 +7,16 @@ Run by hand, against the local Docker daemon (not a test)::
 It generates, in a temporary directory, a stack of 5 images over 10,000 files
 and 200 MB of seeded random (incompressible, reproducible) bytes, then measures:
 
-  (a) cold key computation: ``envkit.build.plan`` with an empty state dir,
+  (a) cold key computation: ``envkit.images.build.plan`` with an empty state dir,
   (b) the warm no-op: ``python -m envkit build --quiet`` in a subprocess, and
-      ``envkit.build.ensure`` in-process, once every image exists,
+      ``envkit.images.build.ensure`` in-process, once every image exists,
   (c) the re-key after editing one file (in-process ``plan``),
   (d) the baseline: ``docker build`` (CLI, classic builder) of the same 5 images
       with a warm layer cache,
   (e) ``docker-compose build`` (v1) of the same 5 images, warm too.
 
 Each timed figure is the median of several runs. Everything it creates in
-Docker carries ``envkit.stack=<bench stack>`` and is removed at the end, as is
+Docker carries ``envkit.project=<bench stack>`` and is removed at the end, as is
 the temporary directory, also on Ctrl-C or SIGTERM.
 """
 
@@ -205,7 +205,7 @@ def count_tree(root: Path) -> tuple[int, int]:
 
 
 def remove_stack(client: docker.APIClient, stack: str) -> int:
-    """Remove every image (intermediates too) labelled envkit.stack=<stack>, children first."""
+    """Remove every image (intermediates too) labelled envkit.project=<stack>, children first."""
     removed = 0
     for _ in range(6):
         images = client.images(all=True, filters={"label": f"{labels.PROJECT}={stack}"})
@@ -232,7 +232,7 @@ class Bench:
         self.reps = reps
         self.stack = f"envkit-bench-{uuid.uuid4().hex[:8]}"
         self.daemon = Daemon()
-        self.client = self.daemon.client  # docker-py, for the bench's own setup and cleanup
+        self.client = docker.APIClient(version="auto")  # docker-py, for the bench's own setup and cleanup
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-"))
         self.root = self.tmp / "project"
         self.root.mkdir()
@@ -256,7 +256,7 @@ class Bench:
     def setup(self) -> None:
         busybox = import_busybox(self.client, "envkit-bench/busybox", self.stack, self.stack)
         say(f"stack {self.stack} in {self.root}")
-        say(f"base image: {busybox} (docker import of /bin/busybox, labelled envkit.stack={self.stack})")
+        say(f"base image: {busybox} (docker import of /bin/busybox, labelled envkit.project={self.stack})")
         started = time.perf_counter()
         files, size = generate(self.root, self.stack, busybox)
         on_disk = count_tree(self.root / "images")
@@ -272,7 +272,7 @@ class Bench:
     # -- (a)
 
     def cold_plan(self) -> None:
-        say("\n(a) cold key computation: envkit.build.plan, empty state dir")
+        say("\n(a) cold key computation: envkit.images.build.plan, empty state dir")
         seconds = []
         for i in range(self.reps):
             state = self.tmp / f"state-cold-{i}"
@@ -335,7 +335,7 @@ class Bench:
         self.results["b_import"] = Sample(startup)
         say(f"  of which interpreter start + `import envkit.cli`: {statistics.median(startup):.3f}s (median)")
 
-        say("  in-process envkit.build.ensure (config loaded once):")
+        say("  in-process envkit.images.build.ensure (config loaded once):")
         config = self.config()
         seconds = []
         for _ in range(self.reps):
@@ -349,7 +349,7 @@ class Bench:
         say(f"    runs: {', '.join(f'{s:.3f}' for s in seconds)}s, hashed {files} files / {mb(size)}")
         self.results["b_inproc"] = Sample(seconds, files, size)
 
-        say("  in-process envkit.build.plan alone (keys only, no image lookup):")
+        say("  in-process envkit.images.build.plan alone (keys only, no image lookup):")
         seconds = []
         for _ in range(self.reps):
             hashed()
@@ -431,7 +431,7 @@ class Bench:
     # -- (c)
 
     def rekey(self) -> None:
-        say("\n(c) re-key after a one-file edit: in-process envkit.build.plan")
+        say("\n(c) re-key after a one-file edit: in-process envkit.images.build.plan")
         config = self.config()
         base_old = build_mod.plan(config, self.daemon)
         hashed()

@@ -36,9 +36,9 @@ milliseconds go. ENVKIT_GRACE is 0 unless ``--grace`` says otherwise: the last
 release tears the stack down itself, so the teardown figure is the mechanism's
 own cost (with a grace, add the grace and up to 0.5 s of reaper polling).
 
-Everything it creates in Docker carries its labels (the busybox base and the
-built image ``envkit.stack=<bench stack>``, the containers and networks
-``envkit.project=<bench stack>``) and is removed at the end, as is the
+Everything it creates in Docker carries its labels (``envkit.project=<bench
+stack>``: the busybox base, the built image, the containers and networks) and
+is removed at the end, as is the
 temporary directory, also on an error, Ctrl-C or SIGTERM. A MISS is a result,
 not an error: the exit code is non-zero only when the bench itself failed.
 """
@@ -445,7 +445,7 @@ class Bench:
         self.warm_count = warm
         self.name = f"envkit-bench-{uuid.uuid4().hex[:8]}"
         self.daemon = Daemon()
-        self.client = self.daemon.client  # docker-py, for the bench's own setup, looks and cleanup
+        self.client = docker.APIClient(version="auto")  # the bench's own setup, looks and cleanup
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-"))
         self.root = self.tmp / "project"
         self.root.mkdir()
@@ -524,7 +524,7 @@ class Bench:
         )
         self.events = Events(self.client)
         base = import_busybox(self.client, "envkit-bench/busybox", self.name, self.name)
-        say(f"base image: {base} (docker import of /bin/busybox, labelled envkit.stack={self.name})")
+        say(f"base image: {base} (docker import of /bin/busybox, labelled envkit.project={self.name})")
         (self.root / "images" / "bb").mkdir(parents=True)
         (self.root / "images" / "bb" / "Dockerfile").write_text(f"FROM {base}\n")
         (self.root / "envkit.toml").write_text(

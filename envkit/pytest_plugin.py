@@ -238,8 +238,7 @@ class _Run:
 
         keep = bool(self.config.getoption("envkit_keep"))
         ttl = self.config.getoption("envkit_ttl")
-        if not keep and ttl is None:
-            keep, ttl = self.settings().keep, self.settings().ttl
+        keep, ttl = self.settings().stay(keep, ttl)
         wanted = self.wanted(session)
         stack = self.stack(_TerminalProgress(self.config))
         pin = None

@@ -55,6 +55,13 @@ class Settings:
     keep: bool = False
     ttl: float | None = None
 
+    def stay(self, keep: bool, ttl: float | None) -> tuple[bool, float | None]:
+        """How long a holder wants the stack kept after it leaves: ``keep`` or ``ttl`` as
+        asked (by an argument or an option), else as ``ENVKIT_KEEP``/``ENVKIT_TTL`` say."""
+        if keep or ttl is not None:
+            return keep, ttl
+        return self.keep, self.ttl
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``environ`` (``os.environ`` by default)."""

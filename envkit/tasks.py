@@ -192,8 +192,9 @@ def up(
 
         with for_terminal(quiet) as progress:
             stack = _stack(progress)
-            if not keep and seconds is None and not stack.settings.keep:
-                seconds = stack.settings.ttl
+            forever, seconds = stack.settings.stay(keep, seconds)
+            if forever:
+                seconds = None
             held = stack.acquire(service or None)
             try:
                 stack.pin(seconds)

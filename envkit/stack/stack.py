@@ -33,6 +33,7 @@ from envkit.config.find import load
 from envkit.config.model import StackConfig
 from envkit.docker.engine import Daemon
 from envkit.errors import ConfigError, StateCorrupt, StateError
+from envkit.images.build import base_identity, ensure
 from envkit.progress import Progress, Silent
 from envkit.settings import Settings
 from envkit.stack import lease, reaper
@@ -138,8 +139,7 @@ def acquire(
 ) -> Lease:
     """Take a lease on the shared stack (starting what is needed); release it with ``.release()``."""
     settings = Settings.from_env()
-    if not keep and ttl is None:
-        keep, ttl = settings.keep, settings.ttl
+    keep, ttl = settings.stay(keep, ttl)
     if ttl is not None and ttl < 0:
         raise ConfigError("arguments", "ttl", f"{ttl} is negative", "pass a number of seconds >= 0")
     config = load(None if root is None else Path(root), settings=settings)
@@ -257,8 +257,6 @@ class Stack:
 
     def desired(self, names: Sequence[str], *, build: bool = True) -> dict[str, Wanted]:
         """Each service of ``names`` as it would run now: its image ensured (built if need be)."""
-        from envkit.images.build import base_identity, ensure  # not needed by a stack's teardown
-
         services = [self.config.services[n] for n in names]
         stack_images = sorted({s.image for s in services if s.image in self.config.images})
         tags = {}

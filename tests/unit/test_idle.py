@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from envkit.stack.idle import Outcome, decide, mark_idle, still_idle
@@ -105,3 +108,20 @@ def test_a_success_starts_the_hour_again() -> None:
     assert retry.failed() is not None
     clock.now = 2 * GIVE_UP - 10
     assert retry.failed() is None
+
+
+def test_the_reaper_waits_for_the_state_lock_as_long_as_envkit_lock_timeout_says(tmp_path: Path) -> None:
+    """No literal timeout: the reaper's wait for the lock is the user's ENVKIT_LOCK_TIMEOUT."""
+    from envkit.errors import LockTimeout
+    from envkit.settings import Settings
+    from envkit.stack.lease import state_lock
+    from envkit.stack.reaper import Reaper
+
+    settings = Settings.from_env({"ENVKIT_LOCK_TIMEOUT": "0.3"})
+    reaper = Reaper(tmp_path, "demo-1234abcd", settings)
+    with state_lock(tmp_path, 5.0):  # someone else holds it
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as caught:
+            reaper.step()
+    assert caught.value.seconds == 0.3
+    assert time.monotonic() - started < 3
