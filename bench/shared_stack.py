@@ -115,10 +115,11 @@ from contextlib import contextmanager
 
 import envkit
 from envkit.docker.engine import Daemon
-from envkit.stack import health, lease, launch, objects, stack, state
+from envkit.stack import health, lease, launch, objects, reaper, stack, state
 
 phases = {}
 started = []
+holding = []  # non-empty while this process holds the state lock
 
 
 def add(name, seconds):
@@ -141,7 +142,7 @@ def wrap(owner, attr, name, before=None, note=None):
         if before is not None:
             before()
         if note is not None:
-            note(args)
+            note(args, kwargs)
         t = time.perf_counter()
         imports = phases.get("imports", 0.0)
         try:
@@ -157,17 +158,21 @@ wrap(stack, "load", "config")  # the stack file, as envkit.acquire() loads it
 wrap(Daemon, "__init__", "daemon")
 wrap(stack.Stack, "desired", "images")
 wrap(lease, "new_holder", "holder")
-wrap(stack.Stack, "_load", "load_state")
+wrap(state.StateFile, "read", lambda args: "load_state" if holding else "reads")  # under the lock, or not
 wrap(lease, "prune", "prune")
 wrap(objects.StackObjects, "containers", "sync")
 wrap(stack, "reconcile", "reconcile")
 wrap(lease, "register", "register")
 wrap(state.StateFile, "save", "save")
-wrap(stack.Stack, "_ensure_reaper", "reaper_check")
+wrap(reaper, "running", "reaper_check")
 wrap(launch.Launcher, "run", "bring_up")
-wrap(launch.Launcher, "_start", "start", note=lambda args: started.append(args[1]))
 wrap(objects.StackObjects, "ensure_network", "network")
-wrap(objects.StackObjects, "run", lambda args: "create:" + args[1].aliases[0])
+wrap(
+    objects.StackObjects,
+    "run",
+    lambda args: "create:" + args[1].aliases[0],
+    note=lambda args, kwargs: started.append(kwargs["service"]),
+)
 wrap(health, "wait_healthy", lambda args: "healthy:" + args[1].name)
 _state_lock = lease.state_lock
 
@@ -179,9 +184,11 @@ def state_lock(*args, **kwargs):
         got = time.perf_counter()
         add("lock_wait", got - t)
         imports = phases.get("imports", 0.0)
+        holding.append(True)
         try:
             yield
         finally:
+            holding.pop()
             add("lock_held", time.perf_counter() - got - (phases.get("imports", 0.0) - imports))
 
 

@@ -41,8 +41,8 @@ class DockerUnavailable(EnvkitError, ConnectionError):
     def __str__(self) -> str:
         return (
             f"the Docker daemon does not answer ({self.detail}).\n"
-            "  fix: start it, or point DOCKER_HOST at a running one; "
-            "`docker info` checks the connection"
+            "  fix: start it, or choose a running engine (DOCKER_HOST, DOCKER_CONTEXT or "
+            "`docker context use NAME`); `docker info` checks the connection"
         )
 
 

@@ -105,60 +105,86 @@ class Live:
     """A live view on a terminal (rich): one line per subject, redrawn in place.
 
     Use it as a context manager; what it last showed stays on the terminal.
+    Nothing is drawn (and rich is not even imported) until there is something
+    to show: a no-op build prints nothing but its result. A note that changes
+    no state (why an image is rebuilt) is printed above the view as a line of
+    its own, so it stays readable.
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        from rich.console import Console
-        from rich.live import Live as RichLive
-
-        self.console = Console(file=stream or sys.stderr)
+        self._stream = stream or sys.stderr
         self._rows: dict[str, _Row] = {}
-        self._lock = threading.Lock()
-        self._live = RichLive(
-            console=self.console,
-            refresh_per_second=8,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-            get_renderable=self._render,
-        )
+        self._lock = threading.Lock()  # the rows; never held while calling into rich
+        self._start_lock = threading.Lock()  # starting and stopping the view
+        self._live: Any = None
+        self._closed = False
+
+    @property
+    def console(self) -> Any:
+        return self._start().console
+
+    def _start(self) -> Any:
+        """The rich view, started on first use."""
+        with self._start_lock:
+            if self._live is None:
+                from rich.console import Console
+                from rich.live import Live as RichLive
+
+                self._live = RichLive(
+                    console=Console(file=self._stream),
+                    refresh_per_second=8,
+                    transient=False,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                    get_renderable=self._render,
+                )
+                if not self._closed:
+                    self._live.start()
+            return self._live
 
     def __enter__(self) -> Live:
-        self._live.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._live.stop()
+        with self._start_lock:
+            self._closed = True
+            live = self._live
+        if live is not None:
+            live.stop()  # draws the view a last time
 
     def log(self, subject: str, line: str) -> None:
         with self._lock:
             row = self._row(subject)
             row.log.append(line)
             row.last = line
+        self._start()
 
     def note(self, subject: str, message: str, state: State = State.INFO) -> None:
+        from rich.text import Text
+
+        lines: list[Text] = []
         with self._lock:
             row = self._row(subject)
             if state is State.INFO:
-                row.last = message
-                return
-            if row.state in (State.INFO, State.DONE, State.FAILED) and state in (
-                State.WORKING,
-                State.WAITING,
-            ):
-                row.started, row.ended = time.monotonic(), None
-            row.state, row.message = state, message
-            if state in (State.DONE, State.FAILED):
-                row.ended = time.monotonic()
-            failed_log = list(row.log) if state is State.FAILED else []
-        if failed_log:
-            from rich.text import Text
-
-            self.console.print(Text(f"{subject}: {message}; its log:", style="bold red"))
-            for line in failed_log:
-                self.console.print(Text(f"  | {line}"), highlight=False)
+                lines.append(Text(f"{subject}: {message}", style="dim"))
+            else:
+                if row.state in (State.INFO, State.DONE, State.FAILED) and state in (
+                    State.WORKING,
+                    State.WAITING,
+                ):
+                    row.started, row.ended = time.monotonic(), None
+                row.state, row.message = state, message
+                if state in (State.DONE, State.FAILED):
+                    row.ended = time.monotonic()
+                if state is State.FAILED:
+                    lines.append(Text(f"{subject}: {message}; its log:", style="bold red"))
+                    lines += [Text(f"  | {line}") for line in row.log]
+        live = self._start()
+        # Printed without holding the lock: rich redraws the view (which takes it) as it prints.
+        for line in lines:
+            live.console.print(line, highlight=False)
 
     def _row(self, subject: str) -> _Row:
         if subject not in self._rows:

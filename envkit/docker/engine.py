@@ -15,9 +15,12 @@ within :data:`CONNECT_TIMEOUT` seconds when it does not answer.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import struct
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +63,7 @@ class Container:
     status: str  # "Up 3 seconds (healthy)"
     image: str
     ports: Mapping[str, int] = field(default_factory=dict)  # container port -> 127.0.0.1 host port
+    created: float = 0.0  # when it was created (Unix time)
 
     @property
     def running(self) -> bool:
@@ -128,6 +132,7 @@ class _Connection:
         self._environ = environ
         self.endpoint = endpoint or (transport.endpoint if transport else discover(environ))
         self.timeout = timeout
+        self._bounds = threading.local()  # per thread: the bound a `bounded` block sets
         self._cache_dir = cache_dir
         self._platform: str | None = None
         try:
@@ -143,6 +148,28 @@ class _Connection:
         self.api_version = headers.get("api-version") or str(
             self._json("GET", "/version", versioned=False)["ApiVersion"]
         )
+
+    @contextlib.contextmanager
+    def bounded(self, seconds: float) -> Iterator[None]:
+        """Within the block, this thread's calls wait at most ``seconds`` for the engine (a
+        caller holding a lock that others wait on, for less than that lock's timeout)."""
+        outer = getattr(self._bounds, "seconds", None)
+        self._bounds.seconds = seconds if outer is None else min(outer, seconds)
+        try:
+            yield
+        finally:
+            self._bounds.seconds = outer
+
+    def current_bound(self) -> float | None:
+        """The bound a `bounded` block set for this thread (to hand on to helper threads)."""
+        bound: float | None = getattr(self._bounds, "seconds", None)
+        return bound
+
+    def _bound(self, timeout: float | None) -> float | None:
+        inner = self.current_bound()
+        if inner is None:
+            return timeout
+        return inner if timeout is None else min(timeout, inner)
 
     # -- the one place where requests are made and failures translated ------------------------------
 
@@ -171,7 +198,7 @@ class _Connection:
         if body is not None and not hasattr(body, "read"):
             data = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
-        bound = self.timeout if timeout is True else (None if timeout is False else timeout)
+        bound = self._bound(self.timeout if timeout is True else (None if timeout is False else timeout))
         try:
             response = self._transport.request(method, url, body=data, headers=headers, timeout=bound)
         except TransportError as err:
@@ -222,10 +249,11 @@ class _Connection:
         engine is silent for ``timeout`` seconds: a DaemonError)."""
         with self._call(method, path, query, body=body, headers=headers, timeout=timeout) as response:
             decoder = json.JSONDecoder()
+            text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span chunks
             buffer = ""
             try:
                 for chunk in response.chunks():
-                    buffer += chunk.decode(errors="replace")
+                    buffer += text.decode(chunk)
                     while True:
                         buffer = buffer.lstrip()
                         if not buffer:
@@ -238,7 +266,7 @@ class _Connection:
                         if isinstance(message, dict):
                             yield message
             except TransportError as err:
-                raise DaemonError(_failed(method, path, err, timeout)) from None
+                raise DaemonError(_failed(method, path, err, self._bound(timeout))) from None
 
 
 class Daemon(_Connection):
@@ -336,7 +364,10 @@ class Daemon(_Connection):
             repository, tag = name.rsplit(":", 1)
         query = {"fromImage": repository, "tag": digest or tag or "latest"}
         headers = {}
-        auth = registry_auth(ref, self._environ)
+        try:
+            auth = registry_auth(ref, self._environ)
+        except TransportError as err:
+            raise DaemonError(err.detail) from None
         if auth:
             headers["X-Registry-Auth"] = auth
         yield from self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
@@ -368,6 +399,7 @@ class Daemon(_Connection):
                 state=str(c.get("State") or ""),
                 status=str(c.get("Status") or ""),
                 image=str(c.get("Image") or ""),
+                created=float(c.get("Created") or 0),
                 ports={
                     str(p["PrivatePort"]): int(p["PublicPort"])
                     for p in c.get("Ports") or []
@@ -432,15 +464,24 @@ class Daemon(_Connection):
         A command that outlasts it is a DaemonError; no thread or connection of
         this process is left waiting on it.
         """
+        deadline = time.monotonic() + timeout
         body = {"Cmd": list(cmd), "AttachStdout": True, "AttachStderr": True}
         created = self._json("POST", f"/containers/{_path(cid)}/exec", body=body, timeout=timeout)
         exec_id = _path(str(created["Id"]))
         start = {"Detach": False, "Tty": False}
         path = f"/exec/{exec_id}/start"
-        with self._call("POST", path, body=start, timeout=timeout) as response:
-            output = _demux(self._read(response, path))
+        late = DaemonError(f"the command {list(cmd)!r} did not finish within {timeout:g}s")
+        output = bytearray()
+        with self._call("POST", path, body=start, timeout=max(0.1, deadline - time.monotonic())) as response:
+            try:
+                for chunk in response.chunks():  # each read waits at most what was left at the start
+                    output += chunk
+                    if time.monotonic() > deadline:  # a command that keeps talking, past its time
+                        raise late
+            except TransportError as err:
+                raise (late if err.timed_out else DaemonError(_failed("POST", path, err, None))) from None
         info = self._json("GET", f"/exec/{exec_id}/json", timeout=timeout)
-        return ExecResult(info.get("ExitCode"), output.decode(errors="replace").strip())
+        return ExecResult(info.get("ExitCode"), _demux(bytes(output)).decode(errors="replace").strip())
 
     # -- networks ----------------------------------------------------------------------------------
 

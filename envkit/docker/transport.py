@@ -386,7 +386,7 @@ def _context_tls(directory: Path, *, verify: bool) -> Any:
     return TLSConfig(
         client_cert=(str(cert), str(key)) if cert.is_file() and key.is_file() else None,
         ca_cert=str(ca) if ca.is_file() else None,
-        verify=verify and ca.is_file(),
+        verify=verify,  # without a ca.pem: the system's certificate authorities, as the docker CLI
     )
 
 
@@ -394,13 +394,17 @@ def registry_auth(reference: str, environ: Mapping[str, str] | None = None) -> s
     """The ``X-Registry-Auth`` header value for the registry of ``reference``, from the docker
     CLI's configuration and credential helpers (None when it has no credentials for it)."""
     from docker import auth
+    from docker.errors import DockerException
     from docker.utils import parse_repository_tag
 
     env = dict(os.environ if environ is None else environ)
     repository, _ = parse_repository_tag(reference)
-    registry, _ = auth.resolve_repository_name(repository)
-    config = auth.load_config(config_path=None, credstore_env=env)
-    found = auth.resolve_authconfig(config, registry, credstore_env=env)
+    try:
+        registry, _ = auth.resolve_repository_name(repository)
+        config = auth.load_config(config_path=None, credstore_env=env)
+        found = auth.resolve_authconfig(config, registry, credstore_env=env)
+    except (DockerException, OSError, ValueError) as err:  # a credential helper that fails
+        raise TransportError(f"cannot read the docker CLI's credentials for {reference}: {err}") from None
     if not found:
         return None
     return base64.urlsafe_b64encode(json.dumps(found).encode()).decode()

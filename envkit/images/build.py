@@ -144,7 +144,9 @@ def ensure(
     for name in the_plan.order:
         inputs = the_plan.inputs[name]
         tag = the_plan.tag(name)
-        if present.get(tag) == inputs.key:
+        if present.get(tag) == inputs.key or (tag not in present and _tag_has_key(daemon, tag, inputs.key)):
+            # (the second look finds an image of this key that the label query does not list:
+            # one built before its labels were what they are now)
             results[name] = ImageResult(name, inputs.key, tag, "cached")
             manifests.record(name, inputs)
         else:

@@ -8,6 +8,7 @@ file, so the detached reaper can use it with only a stack id.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -82,8 +83,14 @@ class StackObjects:
         """Remove these containers (each must be this stack's), in parallel."""
         if not ids:
             return
+        bound = self.daemon.current_bound()  # the caller's, under the lock: the helpers keep it
+
+        def remove(cid: str) -> None:
+            with self.daemon.bounded(bound) if bound is not None else contextlib.nullcontext():
+                self.daemon.remove_container(cid)
+
         with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
-            list(pool.map(self.daemon.remove_container, ids))
+            list(pool.map(remove, ids))
 
     def teardown(self) -> int:
         """Remove every container and the network of this stack; the number of containers removed."""
@@ -94,8 +101,8 @@ class StackObjects:
                 try:
                     self.daemon.remove_network(net.id)
                     break
-                except DaemonError:
-                    if attempt == 9:
+                except DaemonError as err:
+                    if err.status is None or attempt == 9:  # an engine that does not answer: no retry
                         raise
                     time.sleep(0.2)
         return len(containers)

@@ -22,10 +22,11 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from envkit.docker.engine import Daemon
+from envkit.docker.transport import Endpoint
 from envkit.errors import EnvkitError, StateCorrupt
 from envkit.settings import Settings
 from envkit.stack import idle, lease
@@ -44,7 +45,23 @@ def running(state_dir: Path) -> bool:
     return lease.flock_taken(state_dir / LOCK_FILE)
 
 
-def spawn(state_dir: Path, stack_id: str) -> None:
+def environment(endpoint: Endpoint, environ: Mapping[str, str]) -> dict[str, str]:
+    """The reaper's environment: this one, with envkit importable from where it runs now, and
+    the engine pinned to the one the stack runs on (a later `docker context use` must not send
+    the reaper to another engine, where it would find nothing to remove)."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    pythonpath = os.pathsep.join(p for p in (package_parent, environ.get("PYTHONPATH", "")) if p)
+    env = {**environ, "PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"}
+    if endpoint.context is not None:
+        env["DOCKER_CONTEXT"] = endpoint.context
+        env.pop("DOCKER_HOST", None)
+    else:
+        env["DOCKER_HOST"] = endpoint.host
+        env.pop("DOCKER_CONTEXT", None)
+    return env
+
+
+def spawn(state_dir: Path, stack_id: str, endpoint: Endpoint) -> None:
     """Start a reaper for the stack, in its own session, detached from this process's signals.
 
     ``posix_spawn`` rather than ``subprocess.Popen``: the reaper usually
@@ -56,9 +73,7 @@ def spawn(state_dir: Path, stack_id: str) -> None:
             if os.waitpid(pid, os.WNOHANG)[0] == 0:
                 continue
         _SPAWNED.remove(pid)
-    package_parent = str(Path(__file__).resolve().parents[2])
-    pythonpath = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"}
+    env = environment(endpoint, os.environ)
     log_path = str(state_dir / LOG_FILE)
     pid = os.posix_spawn(
         sys.executable,
@@ -120,7 +135,9 @@ class Reaper:
     @property
     def objects(self) -> StackObjects:
         if self._objects is None:
-            daemon = Daemon(cache_dir=self.settings.cache_dir, timeout=_call_bound(self.settings))
+            daemon = Daemon(
+                cache_dir=self.settings.cache_dir, timeout=max(1.0, self.settings.lock_timeout / 2)
+            )
             self._objects = StackObjects(daemon, self.stack_id)
         return self._objects
 
@@ -180,11 +197,6 @@ class Reaper:
             os.close(self.lock_fd)
             self.lock_fd = None
         return True
-
-
-def _call_bound(settings: Settings) -> float:
-    """Each call to the engine made under the state lock must end before the lock times out."""
-    return max(1.0, min(60.0, settings.lock_timeout / 2))
 
 
 def main(argv: list[str]) -> int:

@@ -147,6 +147,11 @@ def acquire(
     return stack.acquire(services, keep=keep, ttl=ttl)
 
 
+def call_bound(settings: Settings) -> float:
+    """How long an engine call made under the state lock may wait: half the lock's timeout."""
+    return max(1.0, settings.lock_timeout / 2)
+
+
 class Stack:
     """The shared stack of one checkout: acquire, release, down, and what they need."""
 
@@ -166,8 +171,6 @@ class Stack:
         self.state_dir = config.state_dir
         self.state_file = StateFile(self.state_dir)
         self.objects = StackObjects(daemon, self.id)
-        # Each call to the engine made under the state lock must end before the lock times out.
-        daemon.timeout = min(daemon.timeout, max(1.0, self.settings.lock_timeout / 2))
 
     def wanted(self, services: Sequence[str] | None) -> list[str]:
         """The services to start, dependencies first: all of them, or ``services`` and their depends_on."""
@@ -281,8 +284,15 @@ class Stack:
                 out[spec.name] = wanted(spec, spec.image, identity)
         return out
 
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
-        return lease.state_lock(self.state_dir, self.settings.lock_timeout)
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The state lock; the engine calls made while holding it are bounded by half its
+        timeout, so a hung engine is an error before the processes waiting for it time out."""
+        with (
+            lease.state_lock(self.state_dir, self.settings.lock_timeout),
+            self.daemon.bounded(call_bound(self.settings)),
+        ):
+            yield
 
     def _load(self, containers: Sequence[Any] | None = None) -> StackState | None:
         """Under the lock: the state, rebuilt from the stack's labels when the file is missing or
@@ -317,7 +327,7 @@ class Stack:
         if reaper.running(self.state_dir):
             return
         try:
-            reaper.spawn(self.state_dir, self.id)
+            reaper.spawn(self.state_dir, self.id, self.daemon.endpoint)
         except OSError as err:
             raise StateError(self.state_dir / reaper.LOG_FILE, f"cannot start the reaper: {err}") from None
 

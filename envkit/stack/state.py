@@ -202,6 +202,9 @@ def recover(stack_id: str, containers: Sequence[Container], networks: Sequence[N
         root=first.get(labels.ROOT, ""),
         network=networks[0].name if networks else None,
     )
+    started = [c.created for c in containers if c.created > 0]
+    if started:
+        state.created = min(started)  # the stack is as old as its oldest container
     for c in containers:
         service = c.labels.get(labels.SERVICE)
         if not service or service in state.services or not c.running:

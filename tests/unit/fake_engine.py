@@ -7,8 +7,10 @@ port at a made-up host port, and lets a test break or observe any operation.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,14 +38,33 @@ class FakeDaemon:
         self.containers_by_id: dict[str, FakeContainer] = {}
         self.networks_by_id: dict[str, Network] = {}
         self.calls: list[str] = []
+        self.bounds: list[tuple[str, float | None]] = []  # each operation, and the bound it ran under
+        self._local = threading.local()
         self.on_start: Callable[[str], None] | None = None  # runs when a container starts
         self._ids = itertools.count(1)
         self._ports = itertools.count(40000)
 
+    @contextlib.contextmanager
+    def bounded(self, seconds: float) -> Iterator[None]:
+        outer = getattr(self._local, "bound", None)
+        self._local.bound = seconds
+        try:
+            yield
+        finally:
+            self._local.bound = outer
+
+    def current_bound(self) -> float | None:
+        bound: float | None = getattr(self._local, "bound", None)
+        return bound
+
+    def _record(self, name: str) -> None:
+        self.calls.append(name)
+        self.bounds.append((name, getattr(self._local, "bound", None)))
+
     # -- what the stack reads -----------------------------------------------------------------
 
     def containers(self, label: str) -> list[Container]:
-        self.calls.append("containers")
+        self._record("containers")
         key, _, value = label.partition("=")
         return [
             Container(
@@ -60,7 +81,7 @@ class FakeDaemon:
         ]
 
     def networks(self, label: str) -> list[Network]:
-        self.calls.append("networks")
+        self._record("networks")
         key, _, value = label.partition("=")
         return [n for n in self.networks_by_id.values() if n.labels.get(key) == value]
 
@@ -90,23 +111,23 @@ class FakeDaemon:
     # -- what the stack changes ---------------------------------------------------------------
 
     def create_network(self, name: str, network_labels: dict[str, str]) -> str:
-        self.calls.append("create_network")
+        self._record("create_network")
         nid = f"net{next(self._ids)}"
         self.networks_by_id[nid] = Network(nid, name, dict(network_labels))
         return nid
 
     def remove_network(self, network_id: str) -> None:
-        self.calls.append("remove_network")
+        self._record("remove_network")
         self.networks_by_id.pop(network_id, None)
 
     def create_container(self, spec: ContainerSpec) -> str:
-        self.calls.append("create_container")
+        self._record("create_container")
         cid = f"c{next(self._ids)}"
         self.containers_by_id[cid] = FakeContainer(spec, cid)
         return cid
 
     def start_container(self, cid: str) -> None:
-        self.calls.append("start_container")
+        self._record("start_container")
         c = self.containers_by_id[cid]
         c.running, c.status = True, "Up 1 second"
         c.ports = {str(p): next(self._ports) for p in c.spec.ports}
@@ -114,7 +135,7 @@ class FakeDaemon:
             self.on_start(cid)
 
     def remove_container(self, cid: str) -> None:
-        self.calls.append("remove_container")
+        self._record("remove_container")
         self.containers_by_id.pop(cid, None)
 
     # -- helpers for tests --------------------------------------------------------------------

@@ -85,3 +85,48 @@ def test_importing_the_cli_loads_no_command_s_machinery() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_command_that_exits_with_a_code_into_a_closed_pipe_ends_quietly() -> None:
+    """Not only a normal return: a command that printed, then exits 1 (`relock --check | head`),
+    into a closed pipe, ends with its code and no 'Exception ignored' at shutdown."""
+    import os
+
+    script = (
+        "import sys\n"
+        "import envkit.cli as cli\n"
+        "def run():\n"
+        "    print('stale: base')  # buffered: the pipe is found closed only at the flush\n"
+        "    sys.exit(1)\n"
+        "cli.program.run = run\n"
+        "cli.main()\n"
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_live_view_with_nothing_to_show_draws_nothing_and_loads_no_rich() -> None:
+    code = (
+        "import io, sys\n"
+        "from envkit.progress import Live\n"
+        "out = io.StringIO()\n"
+        "with Live(out):\n"
+        "    pass\n"
+        "print(repr(out.getvalue()), 'rich' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "'' False", proc.stderr

@@ -37,6 +37,9 @@ class Engine:
         self.release = threading.Event()  # ends every hanging request
         self.script: Script = lambda method, path: (404, b'{"message": "no script"}')
         self.stream: list[bytes] | None = None  # a chunked answer for POST /build
+        self.trickle: int | None = (
+            None  # an exec that writes this many frames, 0.3 s apart (0: none, it hangs)
+        )
 
 
 def _handler(engine: Engine) -> type[http.server.BaseHTTPRequestHandler]:
@@ -73,6 +76,19 @@ def _handler(engine: Engine) -> type[http.server.BaseHTTPRequestHandler]:
                     self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
+                return
+            if engine.trickle is not None and path.endswith("/start"):
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n"
+                )
+                self.wfile.flush()
+                for _ in range(engine.trickle):
+                    self.wfile.write(bytes([1, 0, 0, 0]) + struct.pack(">I", 2) + b"y\n")
+                    self.wfile.flush()
+                    if engine.release.wait(0.3):
+                        break
+                engine.release.wait(30)
+                self.close_connection = True
                 return
             answer = engine.script(self.command, "/" + path)
             if answer is None:
@@ -162,20 +178,32 @@ def test_an_engine_that_stops_answering_is_an_error_within_the_call_bound(engine
     assert "did not answer within 0.5s" in str(caught.value)
 
 
-def test_a_command_check_that_outlasts_its_time_leaves_no_thread_behind(engine: Engine) -> None:
-    def script(method: str, path: str) -> Answer | None:
-        if path.endswith("/exec"):
-            return 201, b'{"Id": "e1"}'
-        return None  # the command never ends
+def client_threads() -> set[threading.Thread]:
+    """This process's threads, less the scripted engine's (they serve requests, some hang)."""
+    return {t for t in threading.enumerate() if "process_request_thread" not in t.name}
 
-    engine.script = script
+
+def test_a_command_check_that_outlasts_its_time_leaves_no_thread_behind(engine: Engine) -> None:
+    engine.script = lambda method, path: (201, b'{"Id": "e1"}') if path.endswith("/exec") else None
+    engine.trickle = 0  # the engine starts the command, which then never ends
     daemon = daemon_for(engine)
-    threads = threading.active_count()
+    before = client_threads()
     started = time.monotonic()
-    with pytest.raises(DaemonError, match="did not answer within 1s"):
+    with pytest.raises(DaemonError, match=r"the command \['sleep', '100'\] did not finish within 1s"):
         daemon.exec_run("c1", ["sleep", "100"], timeout=1.0)
     assert time.monotonic() - started < 3
-    assert threading.active_count() == threads
+    assert client_threads() == before
+
+
+def test_a_command_that_keeps_talking_past_its_time_is_stopped_too(engine: Engine, tmp_path: Path) -> None:
+    """The bound is the command's whole run, not each read: output every 0.3 s does not extend it."""
+    engine.trickle = 40  # frames, 0.3 s apart
+    engine.script = lambda method, path: (201, b'{"Id": "e1"}') if path.endswith("/exec") else None
+    daemon = daemon_for(engine)
+    started = time.monotonic()
+    with pytest.raises(DaemonError, match="did not finish within 1s"):
+        daemon.exec_run("c1", ["yes"], timeout=1.0)
+    assert time.monotonic() - started < 3
 
 
 def test_a_missing_or_silent_engine_is_docker_unavailable(tmp_path: Path, engine: Engine) -> None:

@@ -125,3 +125,15 @@ def test_the_reaper_waits_for_the_state_lock_as_long_as_envkit_lock_timeout_says
             reaper.step()
     assert caught.value.seconds == 0.3
     assert time.monotonic() - started < 3
+
+
+def test_the_reaper_is_pinned_to_the_engine_its_stack_runs_on() -> None:
+    from envkit.docker.transport import Endpoint
+    from envkit.stack.reaper import environment
+
+    parent = {"DOCKER_CONTEXT": "other", "PATH": "/bin", "PYTHONPATH": "/x"}
+    by_host = environment(Endpoint("unix:///run/user/1/docker.sock", "DOCKER_HOST"), parent)
+    assert by_host["DOCKER_HOST"] == "unix:///run/user/1/docker.sock" and "DOCKER_CONTEXT" not in by_host
+    assert by_host["PATH"] == "/bin" and by_host["PYTHONPATH"].endswith(":/x")
+    by_context = environment(Endpoint("unix:///c.sock", "x", context="colima"), {"DOCKER_HOST": "tcp://h:1"})
+    assert by_context["DOCKER_CONTEXT"] == "colima" and "DOCKER_HOST" not in by_context

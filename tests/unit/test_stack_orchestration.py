@@ -42,7 +42,7 @@ image = "broken:1"
 def reapers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     spawned: list[str] = []
     monkeypatch.setattr(reaper, "running", lambda state_dir: bool(spawned))
-    monkeypatch.setattr(reaper, "spawn", lambda state_dir, stack_id: spawned.append(stack_id))
+    monkeypatch.setattr(reaper, "spawn", lambda state_dir, stack_id, endpoint: spawned.append(stack_id))
     yield spawned
 
 
@@ -151,10 +151,22 @@ def test_down_all_stops_it_under_holders(stack: Stack, fake: FakeDaemon) -> None
     assert held.release() is Outcome.ABSENT
 
 
-def test_calls_under_the_lock_are_bounded_below_the_lock_timeout(tmp_path: Path, fake: FakeDaemon) -> None:
+def test_calls_under_the_lock_are_bounded_below_the_lock_timeout(
+    tmp_path: Path, fake: FakeDaemon, reapers: list[str]
+) -> None:
+    """Under the lock every engine call waits at most half the lock's timeout; the starts made
+    without the lock keep the engine's own bound."""
     (tmp_path / "envkit.toml").write_text(STACK)
-    Stack(load(tmp_path, environ={}), fake, settings=Settings(lock_timeout=10.0))  # type: ignore[arg-type]
-    assert fake.timeout == 5.0
+    stack = Stack(load(tmp_path, environ={}), fake, settings=Settings(lock_timeout=10.0))  # type: ignore[arg-type]
+    stack.acquire(["db"]).release(grace=0.0)
+    bounds: dict[str, set[float | None]] = {}
+    for name, bound in fake.bounds:
+        bounds.setdefault(name, set()).add(bound)
+    assert 5.0 in bounds["containers"]  # the look at the stack's containers, under the lock
+    assert bounds["create_network"] == {5.0}
+    assert bounds["remove_container"] == bounds["remove_network"] == {5.0}  # the teardown
+    assert bounds["create_container"] == bounds["start_container"] == {None}
+    assert fake.timeout == 60.0
 
 
 def test_a_release_that_fails_at_exit_is_reported() -> None:

@@ -87,6 +87,7 @@ def test_recovery_reads_the_project_and_the_checkout_from_the_labels() -> None:
             "Up",
             "pg",
             {"5432": 40001},
+            created=1700000100.0,
         ),
         Container("c2", "demo-1-web", {**common, labels.SERVICE: "web"}, "exited", "Exited (1)", "web"),
     ]
