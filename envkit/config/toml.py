@@ -116,14 +116,7 @@ def _image(name: str, entry: dict[str, Any], root: Path, err: _Err) -> ImageSpec
     args_value = entry.get("args", {})
     if not isinstance(args_value, dict):
         raise err(key + ".args", "must be a table of strings", 'write args = { NAME = "value" }')
-    args: dict[str, str] = {}
-    for arg, raw_value in args_value.items():
-        value = ("true" if raw_value else "false") if isinstance(raw_value, bool) else raw_value
-        if not isinstance(value, (str, int, float)):
-            raise err(f"{key}.args.{arg}", "a build arg must be a string or number", f'write {arg} = "value"')
-        if not _finite(value):
-            raise err(f"{key}.args.{arg}", f"{value} is not a finite number", f'write {arg} = "value"')
-        args[arg] = str(value)
+    args = _strings_table(args_value, key + ".args", "a build arg must be a string or number", err)
 
     parsed = dockerfile_mod.parse(text)
     target = entry.get("target")
@@ -248,14 +241,7 @@ def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) 
     env_value = entry.get("environment", {})
     if not isinstance(env_value, dict):
         raise err(key + ".environment", "must be a table", 'write environment = { NAME = "value" }')
-    environment: dict[str, str] = {}
-    for var, raw in env_value.items():
-        value = ("true" if raw else "false") if isinstance(raw, bool) else raw
-        if not isinstance(value, (str, int, float)):
-            raise err(f"{key}.environment.{var}", "must be a string or number", f'write {var} = "value"')
-        if not _finite(value):
-            raise err(f"{key}.environment.{var}", f"{value} is not a finite number", f'write {var} = "value"')
-        environment[var] = str(value)
+    environment = _strings_table(env_value, key + ".environment", "must be a string or number", err)
 
     command_value = entry.get("command")
     if command_value is not None and (
@@ -289,6 +275,19 @@ def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) 
         healthcheck=_healthcheck(entry.get("healthcheck"), key + ".healthcheck", ports, err),
         start_timeout=float(timeout_value),
     )
+
+
+def _strings_table(table: dict[str, Any], key: str, problem: str, err: _Err) -> dict[str, str]:
+    """A TOML table of strings, numbers and booleans as strings (booleans as true/false)."""
+    out: dict[str, str] = {}
+    for name, raw in table.items():
+        value = ("true" if raw else "false") if isinstance(raw, bool) else raw
+        if not isinstance(value, (str, int, float)):
+            raise err(f"{key}.{name}", problem, f'write {name} = "value"')
+        if not _finite(value):
+            raise err(f"{key}.{name}", f"{value} is not a finite number", f'write {name} = "value"')
+        out[name] = str(value)
+    return out
 
 
 def _finite(value: Any) -> bool:
