@@ -18,6 +18,22 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+IGNORE_ALL = "# envkit's state: nothing here belongs in version control\n*\n"
+
+
+def ensure_state_dir(path: Path) -> Path:
+    """A stack's state directory (``.envkit/`` in a project), created if needed, holding a
+    ``.gitignore`` of ``*`` so that it never shows up in the project's ``git status``."""
+    ensure_private_dir(path)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        try:
+            ignore.write_text(IGNORE_ALL, encoding="utf-8")
+        except OSError as err:
+            raise StateError(ignore, err.strerror or str(err)) from None
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that readers see the old file or the new one, never a torn one."""
     try:

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from envkit.fsutil import atomic_write_text, ensure_private_dir
+from envkit.fsutil import atomic_write_text, ensure_private_dir, ensure_state_dir
 from envkit.images.digest import RECIPE_BUILDER, Inputs, short_key, split_entry
 
 
@@ -27,6 +27,7 @@ class Manifests:
         self.directory = directory
 
     def record(self, image: str, inputs: Inputs) -> None:
+        ensure_state_dir(self.directory.parent)
         folder = ensure_private_dir(self.directory / image)
         path = folder / f"{inputs.key}.json"
         if not path.exists():

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from envkit.fsutil import atomic_write_text, ensure_private_dir
+from envkit.fsutil import atomic_write_text, ensure_state_dir
 
 
 class StatCache:
@@ -103,7 +103,7 @@ class StatCache:
                 self.dirty = self.dirty or bool(stale)
         if not self.dirty:
             return
-        ensure_private_dir(self.path.parent)
+        ensure_state_dir(self.path.parent)
         payload = {
             "version": self.VERSION,
             "written_ns": started_ns,

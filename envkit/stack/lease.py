@@ -43,7 +43,7 @@ from typing import Any
 import psutil
 
 from envkit.errors import LockTimeout, StateError
-from envkit.fsutil import ensure_private_dir
+from envkit.fsutil import ensure_private_dir, ensure_state_dir
 from envkit.settings import DEFAULT_LOCK_TIMEOUT
 
 HOLDERS = "holders"
@@ -193,7 +193,7 @@ def register(state_dir: Path, holder: Holder) -> Registration:
     The file is written and locked under a temporary name, then renamed into
     place, so no one ever sees it unlocked.
     """
-    directory = ensure_private_dir(state_dir / HOLDERS)
+    directory = ensure_private_dir(ensure_state_dir(state_dir) / HOLDERS)
     final = directory / f"{holder.id}.json"
     tmp = directory / f".{holder.id}.tmp"
     try:
@@ -355,7 +355,7 @@ def state_lock(state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterat
     descriptor is not inheritable, and the kernel drops the lock if the
     process dies while holding it.
     """
-    ensure_private_dir(state_dir)
+    ensure_state_dir(state_dir)
     path = state_dir / "lock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

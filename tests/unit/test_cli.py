@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -130,3 +131,90 @@ def test_a_live_view_with_nothing_to_show_draws_nothing_and_loads_no_rich() -> N
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "'' False", proc.stderr
+
+
+# --- the front door -------------------------------------------------------------------------------
+
+INVOKE_ONLY = [
+    "--prompt-for-sudo-password",
+    "--write-pyc",
+    "--echo",
+    "--pty",
+    "--dry",
+    "--command-timeout",
+    "--warn-only",
+    "--config",
+    "--debug",
+    "--hide",
+    "--list-depth",
+    "--list-format",
+    "--collection",
+    "--search-root",
+    "--no-dedupe",
+    "Core options",
+]
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["-h"]])
+def test_top_level_help_is_envkits_commands_and_options_only(args: list[str]) -> None:
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"envkit {envkit.__version__}: ")
+    listed = {line.split()[0] for line in lines if line.startswith("  ") and not line.startswith("   ")}
+    for name in ns.task_names:
+        assert name in listed, f"{name} missing from:\n{proc.stdout}"
+        summary = (ns[name].__doc__ or "").strip().splitlines()[0]
+        assert summary.split()[0] in proc.stdout
+    for option in INVOKE_ONLY:
+        assert option not in proc.stdout, option
+    for option in ("--help", "--version", "--print-completion-script"):
+        assert option in proc.stdout
+    assert proc.stdout.index("Commands:") < proc.stdout.index("Options:")  # the commands come first
+
+
+def test_a_command_keeps_its_own_help() -> None:
+    proc = run("build", "--help")
+    assert proc.returncode == 0
+    assert "--explain" in proc.stdout and "--jobs" in proc.stdout and "--pull" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["-T", "abc"], "envkit: error: envkit has no option '-T'"),
+        (["-D", "abc"], "envkit: error: envkit has no option '-D'"),
+        (["-F", "nosuch"], "envkit: error: envkit has no option '-F'"),
+        (["-f", "/etc/passwd"], "envkit: error: envkit has no option '-f'"),
+        (["--echo", "build"], "envkit: error: envkit has no option '--echo'"),
+        (
+            ["statsu"],
+            "envkit: error: 'statsu' is not an envkit command; did you mean 'status'? (envkit --help",
+        ),
+        (
+            ["bulid"],
+            "envkit: error: 'bulid' is not an envkit command; did you mean 'build'? (envkit --help",
+        ),
+        (["up", "--servce", "api"], "envkit: error: up has no option '--servce'; did you mean '--service'?"),
+        (["build", "--no-such-option"], "envkit: error: build has no option '--no-such-option'"),
+        (["build", "--jobs"], "envkit: error: --jobs needs a value"),
+        (["--help", "statsu"], "envkit: error: 'statsu' is not an envkit command; did you mean 'status'?"),
+        (["--print-completion-script", "tcsh"], "envkit: error: no completion script for 'tcsh'"),
+    ],
+)
+def test_a_bad_invocation_is_one_line_and_exit_2(args: list[str], line: str) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(line), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_scripts_and_candidates(shell: str) -> None:
+    script = run("--print-completion-script", shell)
+    assert script.returncode == 0 and re.search(r"envkit .*--complete", script.stdout), script.stdout
+    candidates = run("--complete", "--", "envkit", "st").stdout.split()
+    assert "status" in candidates
+    options = run("--complete", "--", "envkit", "build", "--").stdout.split()
+    assert {"--explain", "--json", "--jobs"} <= set(options)
