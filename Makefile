@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps test lint e2e bench clean
+.PHONY: setup system-deps test lint e2e bench dist clean
 
 setup: system-deps $(STAMP)
 
@@ -38,5 +38,10 @@ e2e: setup
 bench: setup
 	$(BIN)/invoke bench
 
+# The sdist and the wheel, built from this checkout into dist/ (setuptools from the venv).
+dist: setup
+	rm -rf dist build  # setuptools reuses build/: a module deleted since would come back
+	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist .
+
 clean:
-	rm -rf $(VENV) .envkit
+	rm -rf $(VENV) .envkit dist build
