@@ -123,7 +123,16 @@ def check_end_to_end(here: Path) -> None:
     project = here / "project"
     (project / "images" / "web").mkdir(parents=True)
     imported = subprocess.run(
-        ["docker", "import", "--change", f"LABEL envkit.project={stack}", "--change", 'CMD ["sh"]', "-", base],
+        [
+            "docker",
+            "import",
+            "--change",
+            f"LABEL envkit.project={stack}",
+            "--change",
+            'CMD ["sh"]',
+            "-",
+            base,
+        ],
         input=busybox_rootfs(),
         capture_output=True,
         timeout=120,
@@ -171,7 +180,15 @@ def check_end_to_end(here: Path) -> None:
         if [r["status"] for r in json.loads(built.stdout)] != ["built"]:
             fail(f"envkit build did not build the image: {built.stdout}")
         tested = run(
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_smoke.py", cwd=project, env=env
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_smoke.py",
+            cwd=project,
+            env=env,
         )
         if tested.returncode != 0 or "1 passed" not in tested.stdout:
             fail(f"the plugin test did not pass:\n{tested.stdout}\n{tested.stderr}")
