@@ -156,7 +156,7 @@ def wrap(owner, attr, name, before=None, note=None):
 
 wrap(stack, "load", "config")  # the stack file, as envkit.acquire() loads it
 wrap(Daemon, "__init__", "daemon")
-wrap(stack.Stack, "desired", "images")
+wrap(stack, "desired", "images")
 wrap(lease, "new_holder", "holder")
 wrap(state.StateFile, "read", lambda args: "load_state" if holding else "reads")  # under the lock, or not
 wrap(lease, "prune", "prune")
@@ -164,7 +164,7 @@ wrap(objects.StackObjects, "containers", "sync")
 wrap(stack, "reconcile", "reconcile")
 wrap(lease, "register", "register")
 wrap(state.StateFile, "save", "save")
-wrap(reaper, "running", "reaper_check")
+wrap(reaper, "spawn", "reaper_check")
 wrap(launch.Launcher, "run", "bring_up")
 wrap(objects.StackObjects, "ensure_network", "network")
 wrap(

@@ -73,6 +73,26 @@ class StateCorrupt(StateError):
         )
 
 
+class StateDirInUse(EnvkitError, RuntimeError):
+    """The state directory already holds another stack, which still runs."""
+
+    def __init__(self, path: Path | str, other: str, root: str, stack: str) -> None:
+        super().__init__(path, other, root, stack)
+        self.path = Path(path)
+        self.other = other
+        self.root = root
+        self.stack = stack
+
+    def __str__(self) -> str:
+        where = f" (the project at {self.root})" if self.root else ""
+        return (
+            f"the state directory {self.path} already holds stack {self.other!r}{where}, which is "
+            f"running; it cannot hold {self.stack!r} too\n"
+            "  fix: give this project its own state directory (unset ENVKIT_STATE_DIR, or point it "
+            f"elsewhere), or stop the other stack first (`envkit down --all` in {self.root or 'its project'})"
+        )
+
+
 class DaemonError(EnvkitError, RuntimeError):
     """The Docker daemon answered a request with an error, or went away mid-request.
 
@@ -80,10 +100,11 @@ class DaemonError(EnvkitError, RuntimeError):
     as an image a container still uses), or None when no answer came.
     """
 
-    def __init__(self, detail: str, status: int | None = None) -> None:
-        super().__init__(detail, status)
+    def __init__(self, detail: str, status: int | None = None, timed_out: bool = False) -> None:
+        super().__init__(detail, status, timed_out)
         self.detail = detail
         self.status = status
+        self.timed_out = timed_out  # the daemon stopped answering (no answer: status is None)
 
     def __str__(self) -> str:
         return (

@@ -13,6 +13,10 @@ value is a :class:`~envkit.errors.ConfigError` naming the variable and the fix.
 ``ENVKIT_GRACE``           seconds a stack outlives its last holder (default 3)
 ``ENVKIT_KEEP``            keep the stack up after the last holder, until ``envkit down``
 ``ENVKIT_TTL``             keep it up that many seconds after the last holder
+``ENVKIT_BUILD_STALL``     seconds a build, pull or import may print nothing before it is an error
+                           (default 600)
+``ENVKIT_FAULT``           for envkit's own fault tests only: ``PHASE`` or ``PHASE:stop`` makes the
+                           process kill (or stop) itself at that phase (see :mod:`envkit.faults`)
 =========================  =====================================================================
 """
 
@@ -36,9 +40,12 @@ LOCK_TIMEOUT = "ENVKIT_LOCK_TIMEOUT"
 GRACE = "ENVKIT_GRACE"
 KEEP = "ENVKIT_KEEP"
 TTL = "ENVKIT_TTL"
+BUILD_STALL = "ENVKIT_BUILD_STALL"
+FAULT = "ENVKIT_FAULT"
 
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
 DEFAULT_GRACE = 3.0  # seconds a stack outlives its last holder, so a late joiner finds it up
+DEFAULT_BUILD_STALL = 600.0  # seconds of silence after which a build is stuck, not slow
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class Settings:
     grace: float = DEFAULT_GRACE
     keep: bool = False
     ttl: float | None = None
+    build_stall: float = DEFAULT_BUILD_STALL
+    fault: str | None = None  # a fault test's phase (envkit.faults)
 
     def stay(self, keep: bool, ttl: float | None) -> tuple[bool, float | None]:
         """How long a holder wants the stack kept after it leaves: ``keep`` or ``ttl`` as
@@ -80,6 +89,8 @@ class Settings:
             grace=_env_seconds(env, GRACE, DEFAULT_GRACE),
             keep=_env_flag(env, KEEP),
             ttl=_env_seconds(env, TTL),
+            build_stall=_env_seconds(env, BUILD_STALL, DEFAULT_BUILD_STALL),
+            fault=env.get(FAULT, "").strip() or None,
         )
 
 

@@ -228,7 +228,8 @@ def down(c: Context, all: bool = False, json: bool = False) -> None:
     """Release `envkit up`'s pin and stop the stack, unless other processes still hold it."""
     with user_errors():
         stack = _stack()
-        removed, holders = stack.down(force=all)
+        done = stack.down(force=all)
+    removed, holders = done.removed, done.holders
     stopped = all or not holders
     if json:
         print(
@@ -238,11 +239,15 @@ def down(c: Context, all: bool = False, json: bool = False) -> None:
                     "stopped": stopped,
                     "containers_removed": removed,
                     "holders": [h.describe() for h in holders],
+                    # only when --all went ahead without the state lock: who held it
+                    **({"lock_owner": done.lock_owner} if done.lock_owner else {}),
                 },
                 indent=2,
             )
         )
         return
+    if done.lock_owner:
+        print(f"the state lock is held by {done.lock_owner}: stopped the stack by its labels without it")
     if stopped:
         outcome = f"stopped ({removed} containers removed)" if removed else "not running"
         print(f"stack {stack.id}: {outcome}")
@@ -290,7 +295,12 @@ def status(c: Context, json: bool = False) -> None:
     if idle:
         left = "until `envkit down`" if idle["keep"] else f"for {idle['ttl_left']:.0f}s more"
         print(f"no holder for {idle['since']:.0f}s; kept up {left}")
-    print(f"reaper: {'watching' if info['reaper'] else 'not running'}")
+    if info["lock"]:
+        print(f"state lock: held by {info['lock']}")
+    if info["reaper_started"]:
+        print("reaper: was not running (killed?); started a new one")
+    else:
+        print(f"reaper: {'watching' if info['reaper'] else 'not running'}")
 
 
 @task(

@@ -202,7 +202,7 @@ class _Connection:
         try:
             response = self._transport.request(method, url, body=data, headers=headers, timeout=bound)
         except TransportError as err:
-            raise DaemonError(_failed(method, path, err, bound)) from None
+            raise DaemonError(_failed(method, path, err, bound), timed_out=err.timed_out) from None
         if response.status < 400 or (missing_ok and response.status == 404):
             return response
         text = self._read(response, path)
@@ -212,7 +212,7 @@ class _Connection:
         try:
             return response.read()
         except TransportError as err:
-            raise DaemonError(_failed("reading", path, err, None)) from None
+            raise DaemonError(_failed("reading", path, err, None), timed_out=err.timed_out) from None
 
     def _json(
         self,
@@ -266,7 +266,9 @@ class _Connection:
                         if isinstance(message, dict):
                             yield message
             except TransportError as err:
-                raise DaemonError(_failed(method, path, err, self._bound(timeout))) from None
+                raise DaemonError(
+                    _failed(method, path, err, self._bound(timeout)), timed_out=err.timed_out
+                ) from None
 
 
 class Daemon(_Connection):
@@ -470,7 +472,7 @@ class Daemon(_Connection):
         exec_id = _path(str(created["Id"]))
         start = {"Detach": False, "Tty": False}
         path = f"/exec/{exec_id}/start"
-        late = DaemonError(f"the command {list(cmd)!r} did not finish within {timeout:g}s")
+        late = DaemonError(f"the command {list(cmd)!r} did not finish within {timeout:g}s", timed_out=True)
         output = bytearray()
         with self._call("POST", path, body=start, timeout=max(0.1, deadline - time.monotonic())) as response:
             try:

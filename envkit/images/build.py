@@ -11,7 +11,9 @@ by the builder its spec calls for: the classic builder
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,8 +25,8 @@ from envkit import graph
 from envkit.config.model import StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
-from envkit.errors import BaseImageError, ConfigError, DaemonError, EnvkitError, ImageMissing
-from envkit.fsutil import ensure_private_dir
+from envkit.errors import BaseImageError, BuildError, ConfigError, DaemonError, EnvkitError, ImageMissing
+from envkit.fsutil import atomic_write_text, ensure_private_dir
 from envkit.images.digest import Hasher, Inputs, image_inputs, short_key
 from envkit.images.manifests import Manifests, explain
 from envkit.images.statcache import StatCache
@@ -157,11 +159,11 @@ def ensure(
     if misses and not build:
         raise ImageMissing(misses, "; ".join(results[misses[0]].reasons))
     if misses:
-        lock_dir = (settings or Settings.from_env()).lock_dir
+        chosen = settings or Settings.from_env()
 
         def work(name: str) -> None:
             _build_one(
-                the_plan, daemon, results[name], manifests=manifests, progress=progress, lock_dir=lock_dir
+                the_plan, daemon, results[name], manifests=manifests, progress=progress, settings=chosen
             )
 
         graph.run(config.image_graph(), misses, work, jobs=jobs, thread_name="envkit-build")
@@ -175,14 +177,14 @@ def _build_one(
     *,
     manifests: Manifests,
     progress: Progress,
-    lock_dir: Path,
+    settings: Settings,
 ) -> None:
     name = result.image
     spec = the_plan.config.images[name]
     inputs = the_plan.inputs[name]
     started = time.monotonic()
     try:
-        with _machine_lock(result.tag, name, progress, lock_dir):
+        with _machine_lock(result.tag, name, progress, settings.lock_dir):
             if _tag_has_key(daemon, result.tag, inputs.key):
                 result.status = "cached"
                 result.reasons = ["built meanwhile by another envkit process"]
@@ -196,13 +198,21 @@ def _build_one(
                 if spec.recipe is not None:
                     from envkit.images import recipe
 
-                    image_id = recipe.build(daemon, name, spec.recipe, image_labels, progress)
+                    image_id = recipe.build(
+                        daemon, name, spec.recipe, image_labels, progress, stall=settings.build_stall
+                    )
                 else:
                     from envkit.images import classic
 
                     parents = {parent: the_plan.tag(parent) for parent in spec.parents}
                     image_id = classic.build(
-                        daemon, spec, inputs, parents=parents, labels=image_labels, progress=progress
+                        daemon,
+                        spec,
+                        inputs,
+                        parents=parents,
+                        labels=image_labels,
+                        progress=progress,
+                        stall=settings.build_stall,
                     )
                 daemon.tag(image_id, result.tag)
     except EnvkitError as err:
@@ -256,6 +266,23 @@ def _present_keys(daemon: Daemon, stack: str) -> dict[str, str]:
     return present
 
 
+def _check_builder(owner: Path, image: str, tag: str) -> None:
+    """The process that holds the build lock of ``tag`` must be able to finish its build."""
+    import psutil
+
+    try:
+        pid = int(owner.read_text(encoding="utf-8"))
+        status = psutil.Process(pid).status()
+    except (OSError, ValueError, psutil.Error):
+        return  # unknown, or gone since: the lock comes free
+    if status == psutil.STATUS_STOPPED:
+        raise BuildError(
+            image,
+            f"another envkit process (pid {pid}) holds the build lock of {tag} and is stopped",
+            fix=f"resume it (`kill -CONT {pid}`) or end it (`kill {pid}`), then build again",
+        )
+
+
 def _tag_has_key(daemon: Daemon, tag: str, key: str) -> bool:
     found = daemon.image_labels(tag)
     return found is not None and found.get(labels.KEY) == key
@@ -263,17 +290,27 @@ def _tag_has_key(daemon: Daemon, tag: str, key: str) -> bool:
 
 @contextmanager
 def _machine_lock(tag: str, image: str, progress: Progress, lock_dir: Path) -> Iterator[None]:
+    """One build of ``tag`` at a time on this machine. A waiter waits as long as the build takes
+    (the builder's own stall bound ends a stuck one), but not on a builder that is stopped."""
     import filelock  # only a build needs it; a no-op build starts faster without it
 
     directory = ensure_private_dir(lock_dir)
     path = directory / (hashlib.sha256(tag.encode()).hexdigest()[:32] + ".lock")
-    lock = filelock.FileLock(path, thread_local=False)
+    owner = path.with_suffix(".owner")
+    lock = filelock.FileLock(path, mode=0o600, thread_local=False)
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         progress.note(image, f"waiting for another envkit process that is building {tag}", State.WAITING)
-        lock.acquire()  # a dead holder's flock is released by the kernel: no stale wait
+        while True:  # a dead holder's flock is released by the kernel: no stale wait
+            try:
+                lock.acquire(timeout=1.0)
+                break
+            except filelock.Timeout:
+                _check_builder(owner, image, tag)
     try:
+        with contextlib.suppress(OSError):
+            atomic_write_text(owner, str(os.getpid()))
         yield
     finally:
         lock.release()

@@ -24,6 +24,7 @@ from envkit.errors import BuildError, DaemonError
 from envkit.images.digest import Inputs, split_entry
 from envkit.images.dockerfile import parse as parse_dockerfile
 from envkit.progress import Progress
+from envkit.settings import BUILD_STALL
 
 LOG_TAIL = 30
 DOCKERFILE_IN_TAR = ".envkit.Dockerfile"
@@ -78,6 +79,13 @@ def build(
                 if isinstance(aux, dict) and aux.get("ID"):
                     image_id = str(aux["ID"])
         except DaemonError as err:
+            if err.timed_out:
+                raise BuildError(
+                    spec.name,
+                    f"the builder printed nothing for {stall or 0:g}s: it is stuck, or a step is that silent",
+                    list(tail),
+                    fix=f"check the daemon (`docker info`); for a step silent longer, raise {BUILD_STALL}",
+                ) from None
             raise BuildError(spec.name, err.detail, list(tail)) from None
     if failure:
         raise BuildError(spec.name, failure, list(tail))

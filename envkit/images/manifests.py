@@ -7,13 +7,30 @@ inputs into one short phrase per change.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from envkit.fsutil import atomic_write_text, ensure_private_dir, ensure_state_dir
 from envkit.images.digest import RECIPE_BUILDER, Inputs, short_key, split_entry
+
+# Build args whose values are secrets, by their names: their values never reach envkit's files.
+SECRET_ARG = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|_KEY$|^KEY$", re.IGNORECASE)
+
+
+def redacted(args: Mapping[str, str]) -> dict[str, str]:
+    """Build args as a manifest records them: a secret's value only as its digest."""
+    return {
+        name: value if not SECRET_ARG.search(name) or value.startswith("sha256:") else _digest(value)
+        for name, value in args.items()
+    }
+
+
+def _digest(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class Manifests:
@@ -31,7 +48,9 @@ class Manifests:
         folder = ensure_private_dir(self.directory / image)
         path = folder / f"{inputs.key}.json"
         if not path.exists():
-            atomic_write_text(path, json.dumps(inputs.to_json(), separators=(",", ":")))
+            data = inputs.to_json()
+            data["args"] = redacted(inputs.args)
+            atomic_write_text(path, json.dumps(data, separators=(",", ":")))
         latest = folder / "latest"
         try:
             current = latest.read_text(encoding="utf-8").strip()
@@ -71,7 +90,7 @@ def explain(old: Inputs | None, new: Inputs, *, limit: int = 10) -> list[str]:
         reasons.append(f"the key schema or builder changed ({old.builder} -> {new.builder})")
     if old.dockerfile != new.dockerfile:
         reasons.append("the recipe changed" if new.builder == RECIPE_BUILDER else "the Dockerfile changed")
-    reasons += _diff_map("build arg", old.args, new.args)
+    reasons += _diff_map("build arg", redacted(old.args), redacted(new.args))
     if old.target != new.target:
         reasons.append(f"target changed: {old.target} -> {new.target}")
     if old.platform != new.platform:
@@ -116,6 +135,8 @@ def _file_change(before: str, after: str) -> str:
 
 def _diff_map(what: str, old: Mapping[str, str], new: Mapping[str, str], *, short: bool = False) -> list[str]:
     def show(value: str) -> str:
+        if what == "build arg" and value.startswith("sha256:"):
+            return "(a secret)"
         return value[:19] + "..." if short and len(value) > 22 else value
 
     out = []

@@ -66,7 +66,15 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def build(daemon: Daemon, image: str, recipe: Recipe, labels: Mapping[str, str], progress: Progress) -> str:
+def build(
+    daemon: Daemon,
+    image: str,
+    recipe: Recipe,
+    labels: Mapping[str, str],
+    progress: Progress,
+    *,
+    stall: float | None = None,
+) -> str:
     """Run mmdebstrap, import its tar with the recipe's config; return the new image's ID (untagged)."""
     tool = shutil.which("mmdebstrap")
     if tool is None:
@@ -130,7 +138,7 @@ def build(daemon: Daemon, image: str, recipe: Recipe, labels: Mapping[str, str],
         progress.note(image, f"importing the rootfs ({output.stat().st_size / 1e6:.0f} MB)", State.WORKING)
         try:
             with open(output, "rb") as tar:
-                return daemon.import_image(tar, output.stat().st_size, changes(recipe, labels), stall=None)
+                return daemon.import_image(tar, output.stat().st_size, changes(recipe, labels), stall=stall)
         except DaemonError as err:
             raise BuildError(image, f"docker import failed: {err.detail}") from None
 

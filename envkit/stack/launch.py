@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from envkit import graph
+from envkit import faults, graph
 from envkit.config.model import StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import ContainerSpec, Daemon
@@ -25,8 +25,8 @@ from envkit.progress import Progress, State
 from envkit.stack import health, lease
 from envkit.stack.handle import HOST
 from envkit.stack.objects import StackObjects
-from envkit.stack.reconcile import Wanted
 from envkit.stack.state import ServiceState, StackState, StateFile
+from envkit.stack.wanted import Wanted
 
 POLL = 0.05  # seconds between looks at a service another process is starting
 WAIT_SLACK = 30.0  # a waiter's own deadline beyond the service's start_timeout
@@ -44,6 +44,7 @@ class Launcher:
         wanted: Mapping[str, Wanted],
         locked: Callable[[], contextlib.AbstractContextManager[None]],
         progress: Progress,
+        fault: str | None = None,
     ) -> None:
         self.config = config
         self.daemon = daemon
@@ -51,7 +52,8 @@ class Launcher:
         self.wanted = wanted
         self.locked = locked
         self.progress = progress
-        self.objects = StackObjects(daemon, config.id)
+        self.fault = fault  # a fault test's phase (envkit.faults)
+        self.objects = StackObjects(daemon, config.id, fault=fault)
         self.state_file = StateFile(config.state_dir)
         self._cancelled = threading.Event()
 
@@ -162,11 +164,13 @@ class Launcher:
         if self._cancelled.is_set():
             raise _Cancelled
         cid = self.objects.run(container, service=name, check=spec.healthcheck.describe(), inputs=want.inputs)
+        faults.reach(self.fault, "launch.started")
         try:
             self._update(name, container=cid)
         except StackStopped:
             self.objects.remove([cid])  # torn down meanwhile: this container is nobody's
             raise
+        faults.reach(self.fault, "launch.recorded")
         try:
             ports = health.wait_healthy(
                 self.daemon, spec, cid, started, logs=self.objects.logs, sleep=self._sleep
@@ -186,6 +190,7 @@ class Launcher:
                 self._update(name, status="failed", error=error, owner=None)
             raise
         self._update(name, status="healthy", ports=dict(ports), owner=None)
+        faults.reach(self.fault, "launch.healthy")
         self.progress.note(name, f"healthy in {time.monotonic() - started:.1f}s", State.DONE)
 
 

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import math
 import os
 import socket
@@ -45,6 +46,8 @@ import psutil
 from envkit.errors import LockTimeout, StateError
 from envkit.fsutil import ensure_private_dir, ensure_state_dir
 from envkit.settings import DEFAULT_LOCK_TIMEOUT
+
+log = logging.getLogger("envkit")
 
 HOLDERS = "holders"
 KINDS = ("process", "pin", "session")
@@ -278,10 +281,14 @@ def prune(state_dir: Path, now: float | None = None) -> tuple[list[Holder], list
     for holder, path in read_holders(state_dir):
         if is_alive(holder, path, now):
             live.append(holder)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            removed.append(holder)
+            continue
+        if holder.kind == "corrupt":  # kept for whoever wants to see it, where no one reads it
+            log.warning("envkit: set aside %s as %s.bad: %s", path, path.stem, holder.command)
+            with contextlib.suppress(OSError):
+                path.replace(path.with_suffix(".bad"))
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        removed.append(holder)
     return live, removed
 
 
@@ -377,10 +384,23 @@ def state_lock(state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterat
             pause = min(pause * 2, 0.01)
         owner = _Owner(os.getpid(), _command())
         with contextlib.suppress(OSError):
-            (state_dir / "lock.owner").write_text(json.dumps(asdict(owner)), encoding="utf-8")
+            _write_private(state_dir / "lock.owner", json.dumps(asdict(owner)))
         yield
     finally:
         os.close(fd)  # also lets go of the lock
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def lock_holder(state_dir: Path) -> str | None:
+    """Who holds the state lock now (None when nobody does)."""
+    if not flock_taken(state_dir / "lock"):
+        return None
+    return _lock_owner(state_dir)
 
 
 def _lock_owner(state_dir: Path) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from envkit import faults
 from envkit.docker import labels
 from envkit.docker.engine import Container, ContainerSpec, Daemon, Network
 from envkit.errors import DaemonError, EnvkitError, ServiceUnhealthy
@@ -24,10 +25,11 @@ LOG_LINES = 50  # of a service's log, in its ServiceUnhealthy
 class StackObjects:
     """The containers and network of the stack ``stack_id``."""
 
-    def __init__(self, daemon: Daemon, stack_id: str) -> None:
+    def __init__(self, daemon: Daemon, stack_id: str, *, fault: str | None = None) -> None:
         self.daemon = daemon
         self.stack_id = stack_id
         self.selector = labels.selector(labels.STACK, stack_id)
+        self.fault = fault  # a fault test's phase (envkit.faults)
 
     def containers(self, service: str | None = None) -> list[Container]:
         """This stack's containers (all states), or one service's."""
@@ -70,6 +72,7 @@ class StackObjects:
                 f"  fix: if a container named {spec.name} exists without envkit's labels, "
                 "remove it; otherwise check the service's settings"
             ) from None
+        faults.reach(self.fault, "launch.created")
         try:
             self.daemon.start_container(cid)
         except DaemonError as err:
@@ -96,6 +99,7 @@ class StackObjects:
         """Remove every container and the network of this stack; the number of containers removed."""
         containers = [c.id for c in self.containers()]
         self.remove(containers)
+        faults.reach(self.fault, "teardown.containers")
         for net in self.networks():
             for attempt in range(10):  # endpoints of just-removed containers linger briefly
                 try:
@@ -110,6 +114,7 @@ class StackObjects:
     def stop(self, state_file: StateFile) -> int:
         """Tear the stack down: its containers, its network, then its state file."""
         removed = self.teardown()
+        faults.reach(self.fault, "teardown.network")
         state_file.remove()
         return removed
 

@@ -17,6 +17,7 @@ meanwhile cannot strand a stack.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sys
@@ -36,6 +37,7 @@ from envkit.stack.state import StackState, StateFile
 POLL = 0.5  # seconds between looks at the holders
 GIVE_UP = 3600.0  # seconds of failing looks in a row after which the reaper gives up
 LOCK_FILE = "reaper.lock"
+LOCK_FD = 3  # where a spawned reaper finds the reaper lock, already taken
 LOG_FILE = "reaper.log"
 _SPAWNED: list[int] = []  # pids of reapers this process started (reaped when they exit)
 
@@ -61,32 +63,56 @@ def environment(endpoint: Endpoint, environ: Mapping[str, str]) -> dict[str, str
     return env
 
 
-def spawn(state_dir: Path, stack_id: str, endpoint: Endpoint) -> None:
-    """Start a reaper for the stack, in its own session, detached from this process's signals.
+def spawn(state_dir: Path, stack_id: str, endpoint: Endpoint) -> bool:
+    """Start a reaper for the stack unless one runs; whether one was started.
 
-    ``posix_spawn`` rather than ``subprocess.Popen``: the reaper usually
-    outlives the call, and a Popen object left running warns when collected.
-    Finished reapers are reaped on the next spawn.
+    The reaper lock is taken here and handed to the child (as its descriptor
+    3), so the new reaper counts as running from this moment: processes that
+    ask right after do not start another one while it boots. It runs in its
+    own session, detached from this process's signals. ``posix_spawn`` rather
+    than ``subprocess.Popen``: the reaper usually outlives the call, and a
+    Popen object left running warns when collected. Finished reapers are
+    reaped on the next spawn.
     """
     for pid in list(_SPAWNED):
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == 0:
                 continue
         _SPAWNED.remove(pid)
-    env = environment(endpoint, os.environ)
-    log_path = str(state_dir / LOG_FILE)
-    pid = os.posix_spawn(
-        sys.executable,
-        [sys.executable, "-m", "envkit.stack.reaper", str(state_dir), stack_id],
-        env,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-    )
+    lock = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False  # a reaper holds it
+            raise
+        env = environment(endpoint, os.environ)
+        log_path = str(state_dir / LOG_FILE)
+        pid = os.posix_spawn(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "envkit.stack.reaper",
+                "--lock-fd",
+                str(LOCK_FD),
+                str(state_dir),
+                stack_id,
+            ],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+                (os.POSIX_SPAWN_DUP2, lock, LOCK_FD),  # the child holds the lock from birth
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(lock)  # the child's descriptor keeps the lock
     _SPAWNED.append(pid)
+    return True
 
 
 def _say(message: str) -> None:
@@ -138,7 +164,7 @@ class Reaper:
             daemon = Daemon(
                 cache_dir=self.settings.cache_dir, timeout=max(1.0, self.settings.lock_timeout / 2)
             )
-            self._objects = StackObjects(daemon, self.stack_id)
+            self._objects = StackObjects(daemon, self.stack_id)  # (no fault points: tests kill it)
         return self._objects
 
     def forget_daemon(self) -> None:
@@ -200,13 +226,21 @@ class Reaper:
 
 
 def main(argv: list[str]) -> int:
+    given = None
+    if argv[:1] == ["--lock-fd"] and len(argv) > 1 and argv[1].isdigit():
+        given, argv = int(argv[1]), argv[2:]
     if len(argv) != 2:
-        print("usage: python -m envkit.stack.reaper STATE_DIR STACK_ID", file=sys.stderr)
+        print("usage: python -m envkit.stack.reaper [--lock-fd N] STATE_DIR STACK_ID", file=sys.stderr)
         return 2
     state_dir, stack_id = Path(argv[0]), argv[1]
     try:
-        fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = (
+            given
+            if given is not None
+            else os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op on the descriptor the spawner took it on
+        os.set_inheritable(fd, False)
     except OSError:
         return 0  # another reaper watches this stack (or the state directory is gone)
     try:

@@ -10,53 +10,15 @@ plain data; the orchestrator only carries it out.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from envkit.config.model import ServiceSpec
 from envkit.docker import labels
 from envkit.docker.engine import Container
 from envkit.errors import StackConflict
 from envkit.stack.lease import Holder
 from envkit.stack.state import ServiceState, StackState
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """A service the acquiring holder needs, as it would run now."""
-
-    image: str  # the reference its container runs
-    inputs: str  # hash of the service's settings and image identity
-    summary: str  # for messages: "image demo/api:0123abcd"
-
-
-INPUTS_SCHEMA = 1
-
-
-def wanted(spec: ServiceSpec, ref: str, identity: str) -> Wanted:
-    """The service ``spec`` running image ``ref`` (whose identity is ``identity``: a content-
-    addressed tag, or an external image's ID or digest)."""
-    return Wanted(image=ref, inputs=inputs_hash(spec, identity), summary=f"image {ref}")
-
-
-def inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
-    """The hash of everything a service's container is made from: a change restarts it."""
-    data = {
-        "schema": INPUTS_SCHEMA,
-        "image": image_identity,
-        "ports": sorted(spec.ports),
-        "environment": dict(sorted(spec.environment.items())),
-        "command": list(spec.command) if spec.command is not None else None,
-        "healthcheck": [
-            spec.healthcheck.kind,
-            list(spec.healthcheck.cmd),
-            spec.healthcheck.path,
-            spec.healthcheck.port,
-        ],
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+from envkit.stack.wanted import Wanted
 
 
 @dataclass

@@ -29,11 +29,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from envkit import faults
 from envkit.config.find import load
 from envkit.config.model import StackConfig
 from envkit.docker.engine import Daemon
-from envkit.errors import ConfigError, StateCorrupt, StateError
-from envkit.images.build import base_identity, ensure
+from envkit.errors import ConfigError, EnvkitError, LockTimeout, StateCorrupt, StateDirInUse, StateError
 from envkit.progress import Progress, Silent
 from envkit.settings import Settings
 from envkit.stack import lease, reaper
@@ -41,8 +41,9 @@ from envkit.stack.handle import StackHandle, handle
 from envkit.stack.idle import Outcome, decide, mark_idle
 from envkit.stack.launch import Launcher
 from envkit.stack.objects import StackObjects
-from envkit.stack.reconcile import Wanted, reconcile, wanted
+from envkit.stack.reconcile import reconcile
 from envkit.stack.state import StackState, StateFile, recover
+from envkit.stack.wanted import desired
 
 log = logging.getLogger("envkit")
 
@@ -77,6 +78,19 @@ class Lease:
 
 _ACTIVE: set[Lease] = set()
 _HOOKS: list[bool] = []  # non-empty once the exit hooks are installed
+WATCH = 2.0  # seconds between a holding process's looks at its stacks' reapers
+
+
+def _watch_reapers() -> None:
+    """While this process holds stacks: restart a reaper that died (the OOM killer, a cgroup
+    kill), so that a stack is never left with no one to remove it."""
+    while True:
+        time.sleep(WATCH)
+        for held in list(_ACTIVE):
+            try:
+                held.stack.revive_reaper()
+            except (EnvkitError, OSError):  # the next look tries again; the lease is unaffected
+                continue
 
 
 def _release_all() -> None:
@@ -100,6 +114,7 @@ def _install_exit_hooks() -> None:
         return
     _HOOKS.append(True)
     atexit.register(_release_all)
+    threading.Thread(target=_watch_reapers, name="envkit-reaper-watch", daemon=True).start()
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
@@ -147,6 +162,18 @@ def acquire(
     return stack.acquire(services, keep=keep, ttl=ttl)
 
 
+FORCE_WAIT = 5.0  # seconds `envkit down --all` waits for the state lock before it goes ahead
+
+
+@dataclasses.dataclass(frozen=True)
+class Down:
+    """What `envkit down` did."""
+
+    removed: int  # containers removed
+    holders: list[lease.Holder]  # the holders that held the stack
+    lock_owner: str | None = None  # with --all: who held the state lock it did not wait for
+
+
 def call_bound(settings: Settings) -> float:
     """How long an engine call made under the state lock may wait: half the lock's timeout."""
     return max(1.0, settings.lock_timeout / 2)
@@ -170,7 +197,7 @@ class Stack:
         self.id = config.id
         self.state_dir = config.state_dir
         self.state_file = StateFile(self.state_dir)
-        self.objects = StackObjects(daemon, self.id)
+        self.objects = StackObjects(daemon, self.id, fault=self.settings.fault)
 
     def wanted(self, services: Sequence[str] | None) -> list[str]:
         """The services to start, dependencies first: all of them, or ``services`` and their depends_on."""
@@ -203,13 +230,16 @@ class Stack:
         ``build=False`` fails with ImageMissing instead of building an image.
         """
         names = self.wanted(services)
-        want = self.desired(names, build=build)
+        want = desired(
+            self.config, self.daemon, names, progress=self.progress, settings=self.settings, build=build
+        )
         holder = lease.new_holder("process", services=tuple(names), keep=keep, ttl=ttl)
         with self._locked():
+            self._fault("acquire.locked")
             live, _ = lease.prune(self.state_dir)
             containers = self.objects.containers()
             actions = reconcile(
-                self._load(containers),
+                self._load(live, containers),
                 containers,
                 live,
                 want,
@@ -226,7 +256,7 @@ class Stack:
             self.objects.remove(actions.remove)
             state = actions.state
             if actions.network:
-                state.network = self.objects.ensure_network(self.config.name)
+                state.network = self.id
             state.hold_keep = state.hold_keep or keep
             if ttl is not None:
                 state.hold_ttl = max(ttl, state.hold_ttl or 0.0)
@@ -238,6 +268,12 @@ class Stack:
                 state.idle_keep = False
                 self.state_file.save(state)
                 self._ensure_reaper()
+                # Only now does anything new exist in Docker: this holder and the reaper are
+                # responsible for it, so a kill at any moment from here leaves nothing behind.
+                self._fault("acquire.registered")
+                if actions.network:
+                    self.objects.ensure_network(self.config.name)
+                    self._fault("acquire.network")
             except BaseException:
                 registration.drop()
                 raise
@@ -250,6 +286,7 @@ class Stack:
                 wanted=want,
                 locked=self._locked,
                 progress=self.progress,
+                fault=self.settings.fault,
             )
             launcher.run(names)
             held = Lease(self, registration, handle(self.id, self.state_file.read()))
@@ -258,45 +295,23 @@ class Stack:
             raise
         return held
 
-    def desired(self, names: Sequence[str], *, build: bool = True) -> dict[str, Wanted]:
-        """Each service of ``names`` as it would run now: its image ensured (built if need be)."""
-        services = [self.config.services[n] for n in names]
-        stack_images = sorted({s.image for s in services if s.image in self.config.images})
-        tags = {}
-        if stack_images:
-            results = ensure(
-                self.config,
-                self.daemon,
-                names=stack_images,
-                progress=self.progress,
-                build=build,
-                settings=self.settings,
-            )
-            tags = {r.image: r.tag for r in results}
-        out = {}
-        for spec in services:
-            if spec.image in tags:
-                out[spec.name] = wanted(spec, tags[spec.image], tags[spec.image])
-            else:
-                identity = base_identity(
-                    self.daemon, f"service {spec.name}", spec.image, self.config.pull, self.progress
-                )
-                out[spec.name] = wanted(spec, spec.image, identity)
-        return out
-
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, timeout: float | None = None) -> Iterator[None]:
         """The state lock; the engine calls made while holding it are bounded by half its
         timeout, so a hung engine is an error before the processes waiting for it time out."""
-        with (
-            lease.state_lock(self.state_dir, self.settings.lock_timeout),
-            self.daemon.bounded(call_bound(self.settings)),
-        ):
+        wait = self.settings.lock_timeout if timeout is None else timeout
+        with lease.state_lock(self.state_dir, wait), self.daemon.bounded(call_bound(self.settings)):
             yield
 
-    def _load(self, containers: Sequence[Any] | None = None) -> StackState | None:
+    def _load(
+        self, live: Sequence[lease.Holder], containers: Sequence[Any] | None = None
+    ) -> StackState | None:
         """Under the lock: the state, rebuilt from the stack's labels when the file is missing or
-        unreadable. None when there is no state and nothing of the stack runs."""
+        unreadable. None when there is no state and nothing of the stack runs.
+
+        One state directory holds one stack: if it holds another stack that still runs (its
+        containers, or live holders), that is :class:`StateDirInUse`, and nothing of it is touched.
+        """
         problem = None
         try:
             state = self.state_file.read()
@@ -305,7 +320,9 @@ class Stack:
         if state is not None:
             if state.stack == self.id:
                 return state
-            problem = f"describes stack {state.stack!r}, not {self.id!r}"
+            if live or StackObjects(self.daemon, state.stack).containers():
+                raise StateDirInUse(self.state_dir, state.stack, state.root, self.id)
+            problem = f"describes stack {state.stack!r}, which no longer runs"
         found = self.objects.containers() if containers is None else list(containers)
         networks = self.objects.networks()
         if not found and not networks:
@@ -322,14 +339,21 @@ class Stack:
         )
         return recover(self.id, found, networks)
 
-    def _ensure_reaper(self) -> None:
-        """Start the detached reaper unless one watches this stack. Under the lock."""
-        if reaper.running(self.state_dir):
-            return
+    def _ensure_reaper(self) -> bool:
+        """Start the detached reaper unless one watches this stack; whether one was started."""
         try:
-            reaper.spawn(self.state_dir, self.id, self.daemon.endpoint)
+            return reaper.spawn(self.state_dir, self.id, self.daemon.endpoint)
         except OSError as err:
             raise StateError(self.state_dir / reaper.LOG_FILE, f"cannot start the reaper: {err}") from None
+
+    def _fault(self, phase: str) -> None:
+        faults.reach(self.settings.fault, phase)
+
+    def revive_reaper(self) -> bool:
+        """Start a reaper if the stack is up and none watches it; whether one was started."""
+        if reaper.running(self.state_dir) or not self.state_file.path.exists():
+            return False
+        return self._ensure_reaper()
 
     def _go_idle(self, state: StackState, leavers: list[lease.Holder], grace: float) -> Outcome:
         """No holder is left (under the lock): leave the stack up for a while, or tear it down."""
@@ -349,9 +373,14 @@ class Stack:
         """Drop a holder; the last one out starts the grace (or TTL) after which the stack goes."""
         try:
             with self._locked():
+                self._fault("release.locked")
                 registration.drop()
-                state = self._load()
+                self._fault("release.dropped")
                 live, removed = lease.prune(self.state_dir)
+                try:
+                    state = self._load(live)
+                except StateDirInUse:
+                    return Outcome.ABSENT  # the directory holds another stack now: not ours to stop
                 if state is None:
                     return Outcome.ABSENT
                 if live:
@@ -375,8 +404,11 @@ class Stack:
         with self._locked():
             found = [h for h, p in lease.read_holders(self.state_dir) if h.id == holder_id]
             path.unlink(missing_ok=True)
-            state = self._load()
             live, removed = lease.prune(self.state_dir)
+            try:
+                state = self._load(live)
+            except StateDirInUse:
+                return Outcome.ABSENT, live
             if not found or state is None:
                 return Outcome.ABSENT, live
             if live:
@@ -396,22 +428,32 @@ class Stack:
             lease.register(self.state_dir, holder)
         return holder
 
-    def down(self, force: bool = False) -> tuple[int, list[lease.Holder]]:
+    def down(self, force: bool = False) -> Down:
         """Remove ``envkit up`` pins, then stop the stack unless other holders remain (or ``force``).
 
-        Returns (containers removed, holders still holding).
+        With ``force``, a state lock that stays taken (its owner stopped or stuck) does not stop
+        the stop: after a short wait the stack is removed by its label all the same.
         """
-        with self._locked():
-            lease.remove_pins(self.state_dir)
+        try:
+            with self._locked(min(self.settings.lock_timeout, FORCE_WAIT) if force else None):
+                lease.remove_pins(self.state_dir)
+                live, _ = lease.prune(self.state_dir)
+                if live and not force:
+                    return Down(0, live)
+                if force:
+                    lease.remove_all(self.state_dir)
+                return Down(self.objects.stop(self.state_file), live)
+        except LockTimeout as err:
+            if not force:
+                raise
             live, _ = lease.prune(self.state_dir)
-            if live and not force:
-                return 0, live
-            if force:
-                lease.remove_all(self.state_dir)
-            return self.objects.stop(self.state_file), live
+            lease.remove_all(self.state_dir)
+            with self.daemon.bounded(call_bound(self.settings)):
+                removed = self.objects.stop(self.state_file)
+            return Down(removed, live, lock_owner=err.holder)
 
     def status(self) -> dict[str, Any]:
         """What runs, who holds it and for how long it stays: a JSON-ready dict (changes nothing)."""
         from envkit.stack.status import status
 
-        return status(self.config, self.daemon)
+        return status(self.config, self.daemon, revive=self.revive_reaper)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from envkit.config.model import StackConfig
@@ -14,14 +15,21 @@ from envkit.stack.objects import StackObjects
 from envkit.stack.state import StateFile
 
 
-def status(config: StackConfig, daemon: Daemon) -> dict[str, Any]:
-    """The stack's status as a JSON-ready dict."""
+def status(
+    config: StackConfig, daemon: Daemon, *, revive: Callable[[], bool] | None = None
+) -> dict[str, Any]:
+    """The stack's status as a JSON-ready dict. ``revive`` starts a reaper for a stack that is
+    up with none watching it (a killed reaper), and says whether it did."""
     now = time.time()
     problem = None
     try:
         state = StateFile(config.state_dir).read()
     except StateCorrupt as err:
         state, problem = None, str(err).splitlines()[0]
+    if state is not None and state.stack != config.id:  # the directory holds another stack
+        where = f" (the project at {state.root})" if state.root else ""
+        problem = f"{config.state_dir} holds stack {state.stack!r}{where}, not this one"
+        state = None
     containers = {c.id: c for c in StackObjects(daemon, config.id).containers()}
     services = {}
     for name in sorted(set(config.services) | set(state.services if state else ())):
@@ -68,6 +76,8 @@ def status(config: StackConfig, daemon: Daemon) -> dict[str, Any]:
         "services": services,
         "holders": holders,
         "idle": idle,
+        "lock": lease.lock_holder(config.state_dir),  # who holds the state lock, or None
+        "reaper_started": bool(containers) and revive is not None and revive(),  # before "reaper"
         "reaper": reaper.running(config.state_dir),
         "state_error": problem,
     }

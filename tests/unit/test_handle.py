@@ -24,8 +24,8 @@ from envkit.stack.handle import HOST, StackHandle
 from envkit.stack.handle import handle as _handle
 from envkit.stack.health import http_probe as _http_probe
 from envkit.stack.health import tcp_probe as _tcp_probe
-from envkit.stack.reconcile import inputs_hash as _inputs_hash
 from envkit.stack.state import ServiceState, StackState
+from envkit.stack.wanted import inputs_hash as _inputs_hash
 
 PORTS = {"db": {5432: 49153}, "web-api": {8000: 49200, 9000: 49201}, "cache.v2": {6379: 49300}}
 

@@ -8,8 +8,9 @@ from envkit.docker import labels
 from envkit.docker.engine import Container
 from envkit.errors import StackConflict
 from envkit.stack.lease import Holder
-from envkit.stack.reconcile import Wanted, reconcile
+from envkit.stack.reconcile import reconcile
 from envkit.stack.state import ServiceState, StackState
+from envkit.stack.wanted import Wanted
 
 SID = "demo-1234abcd"
 ME = "me0000000000000"

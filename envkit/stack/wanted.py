@@ -1,0 +1,84 @@
+"""What each service of an acquire should run now: its image ensured, and the hash of its inputs.
+
+The only part of an acquire that looks at images; the decision about the running stack
+(:mod:`envkit.stack.reconcile`) takes the result as plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from envkit.config.model import ServiceSpec, StackConfig
+from envkit.docker.engine import Daemon
+from envkit.images.build import base_identity, ensure
+from envkit.progress import Progress
+from envkit.settings import Settings
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A service the acquiring holder needs, as it would run now."""
+
+    image: str  # the reference its container runs
+    inputs: str  # hash of the service's settings and image identity
+    summary: str  # for messages: "image demo/api:0123abcd"
+
+
+INPUTS_SCHEMA = 1
+
+
+def desired(
+    config: StackConfig,
+    daemon: Daemon,
+    names: Sequence[str],
+    *,
+    progress: Progress,
+    settings: Settings,
+    build: bool = True,
+) -> dict[str, Wanted]:
+    """Each service of ``names`` as it would run now: its image ensured (built if need be, or
+    ImageMissing with ``build=False``), its inputs hashed. The only part of an acquire that
+    looks at images; the decision itself (:func:`reconcile`) needs none of it."""
+    services = [config.services[n] for n in names]
+    stack_images = sorted({s.image for s in services if s.image in config.images})
+    tags = {}
+    if stack_images:
+        results = ensure(
+            config, daemon, names=stack_images, progress=progress, build=build, settings=settings
+        )
+        tags = {r.image: r.tag for r in results}
+    out = {}
+    for spec in services:
+        if spec.image in tags:
+            out[spec.name] = wanted(spec, tags[spec.image], tags[spec.image])
+        else:
+            identity = base_identity(daemon, f"service {spec.name}", spec.image, config.pull, progress)
+            out[spec.name] = wanted(spec, spec.image, identity)
+    return out
+
+
+def wanted(spec: ServiceSpec, ref: str, identity: str) -> Wanted:
+    """The service ``spec`` running image ``ref`` (whose identity is ``identity``: a content-
+    addressed tag, or an external image's ID or digest)."""
+    return Wanted(image=ref, inputs=inputs_hash(spec, identity), summary=f"image {ref}")
+
+
+def inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
+    """The hash of everything a service's container is made from: a change restarts it."""
+    data = {
+        "schema": INPUTS_SCHEMA,
+        "image": image_identity,
+        "ports": sorted(spec.ports),
+        "environment": dict(sorted(spec.environment.items())),
+        "command": list(spec.command) if spec.command is not None else None,
+        "healthcheck": [
+            spec.healthcheck.kind,
+            list(spec.healthcheck.cmd),
+            spec.healthcheck.path,
+            spec.healthcheck.port,
+        ],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
