@@ -75,6 +75,13 @@ class EnvkitProgram(Program):
             super().parse_tasks()
         except ParseError as err:
             raise self._usage(err) from None
+        # Invoke takes a repeatable option given without a value (`--image` alone) as not given,
+        # which would mean "all": that is a mistake to say, not a meaning to guess.
+        for context in self.tasks:
+            for arg in context.args.values():
+                flags = {f"--{n}" if len(n) > 1 else f"-{n}" for n in arg.names}
+                if arg.kind is list and not arg.value and flags & set(self.argv):
+                    raise usage(f"--{arg.name.replace('_', '-')} needs a value")
 
     def parse_cleanup(self) -> None:
         wanted = self.args.help.value

@@ -140,9 +140,9 @@ def gc(c: Context, dry_run: bool = False, json: bool = False) -> None:
         from envkit.images.gc import gc as collect
         from envkit.progress import for_terminal
 
-        _, config, daemon = _context()
+        settings, config, daemon = _context()
         with for_terminal(quiet=json) as progress:
-            result = collect(config, daemon, dry_run=dry_run, progress=progress)
+            result = collect(config, daemon, dry_run=dry_run, progress=progress, settings=settings)
     if json:
         print(_json.dumps(result.to_json(), indent=2))
         return

@@ -64,6 +64,11 @@ class Container:
     image: str
     ports: Mapping[str, int] = field(default_factory=dict)  # container port -> 127.0.0.1 host port
     created: float = 0.0  # when it was created (Unix time)
+    networks: tuple[str, ...] = ()  # the networks it is attached to
+
+    def attached(self, network: str | None) -> bool:
+        """Whether it is on ``network`` (a container on no recorded network is taken as attached)."""
+        return network is None or network in self.networks
 
     @property
     def running(self) -> bool:
@@ -402,6 +407,7 @@ class Daemon(_Connection):
                 status=str(c.get("Status") or ""),
                 image=str(c.get("Image") or ""),
                 created=float(c.get("Created") or 0),
+                networks=tuple(((c.get("NetworkSettings") or {}).get("Networks") or {}).keys()),
                 ports={
                     str(p["PrivatePort"]): int(p["PublicPort"])
                     for p in c.get("Ports") or []

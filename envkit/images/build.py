@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -25,7 +26,15 @@ from envkit import graph
 from envkit.config.model import StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
-from envkit.errors import BaseImageError, BuildError, ConfigError, DaemonError, EnvkitError, ImageMissing
+from envkit.errors import (
+    BaseImageError,
+    BuildError,
+    ConfigError,
+    DaemonError,
+    EnvkitError,
+    ImageMissing,
+    StateError,
+)
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 from envkit.images.digest import Hasher, Inputs, image_inputs, short_key
 from envkit.images.manifests import Manifests, explain
@@ -105,7 +114,7 @@ def plan(
     identities: dict[str, str] = {}
     for name in order:
         spec = config.images[name]
-        files = hasher.context_files(spec, skip=[config.state_dir])
+        files = hasher.context_files(spec, skip=[config.state_dir], progress=progress)
         bases = {}
         for ref in spec.externals:
             if ref not in identities:
@@ -156,10 +165,14 @@ def ensure(
             results[name] = ImageResult(name, inputs.key, tag, "built", reasons=reasons)
             progress.note(name, "rebuilding: " + "; ".join(reasons))
             misses.append(name)
+    chosen = settings or Settings.from_env()
+    # `envkit gc` in another checkout keeps what this one needs now.
+    CurrentTags(chosen.cache_dir, config.name).record(
+        config.state_dir, {n: the_plan.tag(n) for n in the_plan.order}
+    )
     if misses and not build:
         raise ImageMissing(misses, "; ".join(results[misses[0]].reasons))
     if misses:
-        chosen = settings or Settings.from_env()
 
         def work(name: str) -> None:
             _build_one(
@@ -221,6 +234,47 @@ def _build_one(
     result.seconds = time.monotonic() - started
     manifests.record(name, inputs)
     progress.note(name, f"{result.status} {result.tag} in {result.seconds:.1f}s", State.DONE)
+
+
+class CurrentTags:
+    """The image tags each checkout of a stack needs now, so that `envkit gc` in one checkout
+    never removes what another one uses: ``<cache>/current/<stack>/<hash of the state dir>.json``.
+    A record whose checkout (its state directory) is gone no longer counts."""
+
+    def __init__(self, cache_dir: Path, stack: str) -> None:
+        self.directory = cache_dir / "current" / stack
+
+    def record(self, state_dir: Path, tags: dict[str, str]) -> None:
+        """Record the current tag of each of these images (the others' records stay)."""
+        path = self.directory / (hashlib.sha256(str(state_dir).encode()).hexdigest()[:16] + ".json")
+        try:
+            old = path.read_text(encoding="utf-8")
+            known = dict(json.loads(old)["tags"])
+        except (OSError, ValueError, KeyError, TypeError):
+            old, known = "", {}
+        text = json.dumps({"state_dir": str(state_dir), "tags": {**known, **tags}}, sort_keys=True)
+        if text == old:
+            return  # a no-op build writes nothing
+        with contextlib.suppress(StateError):  # a record: failing to write it only makes gc keep less
+            ensure_private_dir(self.directory)
+            atomic_write_text(path, text)
+
+    def others(self, state_dir: Path) -> set[str]:
+        """The tags the other checkouts that still exist need."""
+        needed: set[str] = set()
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                other, tags = Path(data["state_dir"]), [str(t) for t in dict(data["tags"]).values()]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if other == state_dir:
+                continue
+            if not other.is_dir():
+                path.unlink(missing_ok=True)  # that checkout is gone
+                continue
+            needed.update(tags)
+        return needed
 
 
 def base_identity(daemon: Daemon, image: str, ref: str, policy: str, progress: Progress) -> str:

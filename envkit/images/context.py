@@ -14,12 +14,15 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from envkit.config.model import ImageSpec
 from envkit.errors import ConfigError
 from envkit.images.statcache import StatCache
+
+TICK = 2.0  # seconds between progress notes of a long context walk
 
 
 def ignore_patterns(spec: ImageSpec) -> list[str]:
@@ -38,7 +41,10 @@ def ignore_patterns(spec: ImageSpec) -> list[str]:
 
 
 def context_entries(
-    spec: ImageSpec, skip: Iterable[Path] = (), cache: StatCache | None = None
+    spec: ImageSpec,
+    skip: Iterable[Path] = (),
+    cache: StatCache | None = None,
+    tick: Callable[[int], None] | None = None,
 ) -> list[tuple[str, os.stat_result]]:
     """The context's paths after the ignore rules, sorted, with their lstat.
 
@@ -65,16 +71,18 @@ def context_entries(
         listed = cache.listing(context, rules)
         if listed is not None:
             return listed
-    entries, directories = _walk(context, patterns, skipped)
+    entries, directories = _walk(context, patterns, skipped, tick)
     if cache is not None:
         cache.store_listing(context, rules, directories, [path for path, _ in entries])
     return entries
 
 
 def _walk(
-    context: str, patterns: list[str], skipped: set[str]
+    context: str, patterns: list[str], skipped: set[str], tick: Callable[[int], None] | None = None
 ) -> tuple[list[tuple[str, os.stat_result]], dict[str, list[int]]]:
-    """Included entries, and the signature of every directory that was listed."""
+    """Included entries, and the signature of every directory that was listed. ``tick`` hears
+    the number of entries so far, every :data:`TICK` seconds of a long walk."""
+    next_tick = time.monotonic() + TICK
     rules = None
     if patterns:
         from envkit.docker.ignore import IgnoreRules  # imported only when there are rules to match
@@ -94,6 +102,9 @@ def _walk(
                 st = entry.stat(follow_symlinks=False)
                 if not excluded and path != ".dockerignore" and _sendable(st.st_mode):
                     entries.append((path, st))
+                if tick is not None and time.monotonic() >= next_tick:
+                    tick(len(entries))
+                    next_tick = time.monotonic() + TICK
                 if stat.S_ISDIR(st.st_mode) and (
                     not excluded or (rules is not None and rules.may_include_below(path))
                 ):

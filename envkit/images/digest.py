@@ -26,6 +26,7 @@ from typing import Any
 from envkit.config.model import ImageSpec
 from envkit.images.context import context_entries, normalised_mode
 from envkit.images.statcache import StatCache
+from envkit.progress import Progress, State
 
 KEY_SCHEMA = 1
 # The classic builder's identity. A switch of builder must change every key; this value is
@@ -35,6 +36,8 @@ RECIPE_BUILDER = "envkit-recipe/1"  # images made from a Debian recipe (mmdebstr
 TAG_KEY_LENGTH = 16
 _CHUNK = 1 << 20
 _PARALLEL_MIN_BYTES = 256 << 10
+LARGE_CONTEXT = 50_000  # entries: more is likely a context that is not the folder meant
+LARGE_HASH = 200 << 20  # bytes to hash, past which hashing is worth a note
 
 
 def file_entry(kind: str, mode: int, digest: str) -> str:
@@ -126,13 +129,33 @@ class Hasher:
         self.hashed_files = 0
         self.hashed_bytes = 0
 
-    def context_files(self, spec: ImageSpec, skip: Iterable[Path] = ()) -> dict[str, str]:
-        """Path -> :func:`file_entry` for every entry of the context, sorted by path."""
+    def context_files(
+        self, spec: ImageSpec, skip: Iterable[Path] = (), progress: Progress | None = None
+    ) -> dict[str, str]:
+        """Path -> :func:`file_entry` for every entry of the context, sorted by path.
+
+        A long walk or a large context is said on ``progress``: a context of a whole system
+        tree (``context = "/usr"``) is a mistake better named than hashed in silence.
+        """
         out: dict[str, str] = {}
         misses: list[tuple[str, str, os.stat_result]] = []
         lookup = self.cache.lookup
         root = str(spec.context)
-        for path, st in context_entries(spec, skip, self.cache):
+
+        def tick(count: int) -> None:
+            if progress is not None:
+                progress.note(
+                    spec.name, f"reading its context {root}: {count:,} entries so far", State.WORKING
+                )
+
+        entries = context_entries(spec, skip, self.cache, tick)
+        if progress is not None and len(entries) > LARGE_CONTEXT:
+            progress.note(
+                spec.name,
+                f"its context {root} holds {len(entries):,} entries: is that the folder you meant? "
+                "A .dockerignore there leaves out what the image does not need",
+            )
+        for path, st in entries:
             mode = st.st_mode
             if stat.S_ISDIR(mode):
                 out[path] = "d 755 "
@@ -146,6 +169,9 @@ class Hasher:
                     misses.append((path, absolute, st))
                 else:
                     out[path] = file_entry("f", normalised_mode(st), digest)
+        if progress is not None and sum(m[2].st_size for m in misses) > LARGE_HASH:
+            size = sum(m[2].st_size for m in misses)
+            progress.note(spec.name, f"hashing {len(misses):,} files ({size / 1e6:,.0f} MB)", State.WORKING)
         digests = self._hash_all([m[1] for m in misses])
         for (path, absolute, st), digest in zip(misses, digests, strict=True):
             self.cache.store(absolute, st, digest)

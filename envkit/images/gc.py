@@ -8,9 +8,10 @@ from envkit.config.model import StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
 from envkit.errors import DaemonError
-from envkit.images.build import plan
+from envkit.images.build import CurrentTags, plan
 from envkit.images.manifests import Manifests
 from envkit.progress import Progress
+from envkit.settings import Settings
 
 IN_USE = 409  # the engine's answer when a container still uses an image
 
@@ -30,15 +31,20 @@ def gc(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    settings: Settings | None = None,
 ) -> GcResult:
-    """Remove this stack's image tags whose keys are not current.
+    """Remove this stack's image tags whose keys are not current, here or in another checkout.
 
     Only images labelled with this stack's name are considered, and only tags
     of the form ``<stack>/<image>:...`` are removed, so a tag someone added by
-    hand keeps its image alive.
+    hand keeps its image alive. A tag that another checkout of the same stack
+    needed at its last build (recorded in the user's cache) is kept too, as
+    long as that checkout exists.
     """
+    settings = settings or Settings.from_env()
     the_plan = plan(config, daemon, progress=progress)
     current = {the_plan.tag(name) for name in the_plan.order}
+    current |= CurrentTags(settings.cache_dir, config.name).others(config.state_dir)
     result = GcResult()
     for image in daemon.images(labels.selector(labels.PROJECT, config.name)):
         if image.labels.get(labels.PROJECT) != config.name:

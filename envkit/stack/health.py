@@ -29,11 +29,23 @@ class Probe(Protocol):
         ``remaining`` is how long the service has left to become healthy."""
 
 
+SETTLE = 0.5  # seconds a container without a health check must keep running to count as up
+
+
 class ImageCheck:
-    """The image's own HEALTHCHECK, as Docker reports it; "running" when it has none."""
+    """The image's own HEALTHCHECK, as Docker reports it. With none, the container must keep
+    running for :data:`SETTLE` seconds: one that exits half a second after it starts is not up."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.since: float | None = None
 
     def __call__(self, details: ContainerDetails, remaining: float) -> tuple[bool, str]:
         if details.health is None:
+            now = self.clock()
+            self.since = now if self.since is None else self.since
+            if now - self.since < SETTLE:
+                return False, f"running for {now - self.since:.1f}s (it must stay up {SETTLE:g}s)"
             return True, "running"
         last = f": {details.health_output}" if details.health_output else ""
         return details.health == "healthy", f"Docker health {details.health}{last}"
@@ -84,14 +96,16 @@ class TcpCheck:
         return tcp_probe(host_port)
 
 
-def probe_for(check: HealthCheck, daemon: Daemon, cid: str) -> Probe:
+def probe_for(
+    check: HealthCheck, daemon: Daemon, cid: str, clock: Callable[[], float] = time.monotonic
+) -> Probe:
     if check.kind == "cmd":
         return CommandCheck(daemon, cid, check.cmd)
     if check.kind == "http":
         return HttpCheck(check.path, check.port)
     if check.kind == "tcp":
         return TcpCheck(check.port)
-    return ImageCheck()
+    return ImageCheck(clock)
 
 
 def wait_healthy(
@@ -111,7 +125,7 @@ def wait_healthy(
     ``logs(cid)``) when its container stops, or when ``spec.start_timeout``
     seconds since ``started`` pass without a healthy probe.
     """
-    probe = probe or probe_for(spec.healthcheck, daemon, cid)
+    probe = probe or probe_for(spec.healthcheck, daemon, cid, clock)
     deadline = started + spec.start_timeout
     check = spec.healthcheck.describe()
     while True:

@@ -139,6 +139,17 @@ class Launcher:
             assert state is not None
             self.state_file.save(state)
 
+    def _raise_if_stopped(self, name: str) -> None:
+        """StackStopped if the stack went (or the service stopped being this holder's to start)
+        while it was being started: a failure then is the stop's doing, and says so."""
+        try:
+            state = self.state_file.read()
+        except EnvkitError:
+            return
+        svc = state.services.get(name) if state else None
+        if svc is None or svc.owner != self.me:
+            raise StackStopped(self.config.id) from None
+
     def _start(self, name: str) -> None:
         spec = self.config.services[name]
         want = self.wanted[name]
@@ -163,7 +174,13 @@ class Launcher:
         )
         if self._cancelled.is_set():
             raise _Cancelled
-        cid = self.objects.run(container, service=name, check=spec.healthcheck.describe(), inputs=want.inputs)
+        try:
+            cid = self.objects.run(
+                container, service=name, check=spec.healthcheck.describe(), inputs=want.inputs
+            )
+        except EnvkitError:
+            self._raise_if_stopped(name)  # its network went with the stack: that is the news
+            raise
         faults.reach(self.fault, "launch.started")
         try:
             self._update(name, container=cid)
@@ -176,6 +193,7 @@ class Launcher:
                 self.daemon, spec, cid, started, logs=self.objects.logs, sleep=self._sleep
             )
         except ServiceUnhealthy as err:
+            self._raise_if_stopped(name)  # killed by `envkit down --all`, not unhealthy
             self.progress.note(name, f"unhealthy: {err.reason}", State.FAILED)
             with contextlib.suppress(EnvkitError):
                 self.objects.remove([cid])

@@ -92,13 +92,19 @@ def _sync(
         if svc.status == "starting" and svc.owner is not None:
             svc.owner = None  # its starter died: the next holder to need it takes over
         c = by_id.get(svc.container or "")
-        # Docker's own health check says unhealthy: restart it, unless others hold the stack.
-        unhealthy = c is not None and c.unhealthy and not live
+        # Docker's own health check says unhealthy, or it was taken off the stack's network:
+        # restart it, unless others hold the stack.
+        broken = c is not None and (c.unhealthy or not c.attached(state.network))
+        unhealthy = broken and not live
         if c is None or not c.running or unhealthy:
             if svc.status == "healthy":
+                how = (
+                    "stopped"
+                    if c is None or not c.running
+                    else ("unhealthy" if c.unhealthy else "disconnected")
+                )
                 actions.warnings.append(
-                    f"service {name!r} of stack {state.stack} is "
-                    f"{'unhealthy' if unhealthy else 'stopped'}; it will be started again"
+                    f"service {name!r} of stack {state.stack} is {how}; it will be started again"
                 )
             if c is not None:
                 actions.remove.append(c.id)

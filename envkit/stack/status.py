@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from envkit.config.model import StackConfig
-from envkit.docker.engine import Daemon
+from envkit.docker.engine import Container, Daemon
 from envkit.errors import StateCorrupt
 from envkit.stack import lease, reaper
 from envkit.stack.handle import HOST
@@ -36,7 +36,7 @@ def status(
         svc = state.services.get(name) if state else None
         c = containers.get(svc.container or "") if svc else None
         services[name] = {
-            "status": svc.status if svc else "stopped",
+            "status": _now(svc.status, c, state.network if state else None) if svc else "stopped",
             "container": c.status if c else None,
             "image": svc.image if svc else None,
             "inputs": svc.inputs if svc else None,
@@ -81,3 +81,18 @@ def status(
         "reaper": reaper.running(config.state_dir),
         "state_error": problem,
     }
+
+
+def _now(recorded: str, container: Container | None, network: str | None) -> str:
+    """A service's status as Docker has it now: what was recorded healthy may have gone since."""
+    if recorded != "healthy":
+        return recorded
+    if container is None:
+        return "gone"
+    if not container.running:
+        return "exited"
+    if container.unhealthy:
+        return "unhealthy"
+    if not container.attached(network):
+        return "disconnected"
+    return "healthy"

@@ -75,6 +75,7 @@ class FakeDaemon:
                 status=c.status,
                 image=c.spec.image,
                 ports=dict(c.ports),
+                networks=(c.spec.network,),
             )
             for c in self.containers_by_id.values()
             if c.spec.labels.get(key) == value

@@ -69,6 +69,22 @@ class Clock:
         self.now += seconds
 
 
+def test_a_container_without_a_health_check_that_exits_at_once_is_not_up() -> None:
+    """Running is sampled over a short settle time, not once."""
+    clock = Clock()
+    engine = Engine([details(), details(), details(running=False)])
+    with pytest.raises(ServiceUnhealthy, match="stopped"):
+        wait_healthy(
+            engine,  # type: ignore[arg-type]
+            spec(HealthCheck("image")),
+            "c1",
+            clock.now,
+            logs=lambda cid: [],
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+
 def test_each_kind_of_check_has_its_probe() -> None:
     engine: Any = Engine([details()])
     assert isinstance(probe_for(HealthCheck("image"), engine, "c1"), ImageCheck)
@@ -78,7 +94,10 @@ def test_each_kind_of_check_has_its_probe() -> None:
 
 
 def test_the_image_check_reads_dockers_health() -> None:
-    check = ImageCheck()
+    clock = Clock()
+    check = ImageCheck(clock)
+    assert check(details(health=None), 5)[0] is False  # just started: it must stay up a moment
+    clock.now += 0.5
     assert check(details(health=None), 5) == (True, "running")
     assert check(details(health="starting"), 5) == (False, "Docker health starting")
     assert check(details(health="unhealthy", output="pg down"), 5) == (

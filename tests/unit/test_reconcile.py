@@ -22,7 +22,14 @@ def holder(hid: str) -> Holder:
     return Holder(id=hid, kind="process", pid=123, started=1.0, host="h", command="pytest", since=0.0)
 
 
-def container(cid: str, service: str, *, state: str = "running", status: str = "Up 5 seconds") -> Container:
+def container(
+    cid: str,
+    service: str,
+    *,
+    state: str = "running",
+    status: str = "Up 5 seconds",
+    networks: tuple[str, ...] = (SID,),
+) -> Container:
     return Container(
         id=cid,
         name=f"{SID}-{service}",
@@ -30,6 +37,7 @@ def container(cid: str, service: str, *, state: str = "running", status: str = "
         state=state,
         status=status,
         image="img",
+        networks=networks,
     )
 
 
@@ -99,6 +107,16 @@ def test_docker_unhealthy_restarts_only_when_nobody_holds_the_stack() -> None:
     assert alone.remove == ["c1"] and alone.claimed(ME) == ["db"]
     assert any("unhealthy" in w for w in alone.warnings)
     held = run(state, sick, live=[holder("other")])
+    assert held.remove == [] and held.claimed(ME) == []
+
+
+def test_a_container_taken_off_the_stacks_network_is_replaced_when_nobody_holds_the_stack() -> None:
+    state = recorded(db=healthy("in-db", "c1"), web=healthy("in-web", "c2"))
+    cut = [container("c1", "db", networks=("bridge",)), container("c2", "web")]
+    alone = run(state, cut)
+    assert alone.remove == ["c1"] and alone.claimed(ME) == ["db"]
+    assert any("'db'" in w and "disconnected" in w for w in alone.warnings)
+    held = run(state, cut, live=[holder("other")])
     assert held.remove == [] and held.claimed(ME) == []
 
 
