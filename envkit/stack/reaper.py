@@ -9,6 +9,11 @@ and tears the stack down under the state lock, then exits. It also exits when
 someone else has torn the stack down, and tears down what is left if the
 state directory itself is deleted.
 
+A reaper is never alone: it keeps a *shadow*, a second process that holds
+``reaper.shadow.lock`` and takes the reaper's place if the reaper is killed
+(the OOM killer; a kill -9 of it and of every holder), then starts a shadow
+of its own. A holder process that sees no reaper starts one too.
+
 It imports nothing of the image-building side of envkit: everything a
 teardown needs is loaded when it starts, so a checkout or virtualenv deleted
 meanwhile cannot strand a stack.
@@ -37,7 +42,8 @@ from envkit.stack.state import StackState, StateFile
 POLL = 0.5  # seconds between looks at the holders
 GIVE_UP = 3600.0  # seconds of failing looks in a row after which the reaper gives up
 LOCK_FILE = "reaper.lock"
-LOCK_FD = 3  # where a spawned reaper finds the reaper lock, already taken
+SHADOW_LOCK_FILE = "reaper.shadow.lock"
+LOCK_FD = 3  # where a spawned reaper (or shadow) finds its lock, already taken
 LOG_FILE = "reaper.log"
 _SPAWNED: list[int] = []  # pids of reapers this process started (reaped when they exit)
 
@@ -68,39 +74,49 @@ def spawn(state_dir: Path, stack_id: str, endpoint: Endpoint) -> bool:
 
     The reaper lock is taken here and handed to the child (as its descriptor
     3), so the new reaper counts as running from this moment: processes that
-    ask right after do not start another one while it boots. It runs in its
-    own session, detached from this process's signals. ``posix_spawn`` rather
-    than ``subprocess.Popen``: the reaper usually outlives the call, and a
-    Popen object left running warns when collected. Finished reapers are
-    reaped on the next spawn.
+    ask right after do not start another one while it boots.
+    """
+    return _spawn(state_dir, stack_id, environment(endpoint, os.environ), shadow=False)
+
+
+def _spawn(state_dir: Path, stack_id: str, env: Mapping[str, str], *, shadow: bool) -> bool:
+    """Start a reaper (or its shadow) with its lock already taken; False if one holds it.
+
+    It runs in its own session, detached from this process's signals.
+    ``posix_spawn`` rather than ``subprocess.Popen``: the reaper usually
+    outlives the call, and a Popen object left running warns when collected.
+    Finished children are reaped on the next spawn.
     """
     for pid in list(_SPAWNED):
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == 0:
                 continue
         _SPAWNED.remove(pid)
-    lock = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = os.open(
+        state_dir / (SHADOW_LOCK_FILE if shadow else LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return False  # a reaper holds it
+                return False  # one holds it
             raise
-        env = environment(endpoint, os.environ)
         log_path = str(state_dir / LOG_FILE)
+        role = ["--shadow"] if shadow else []
         pid = os.posix_spawn(
             sys.executable,
             [
                 sys.executable,
                 "-m",
                 "envkit.stack.reaper",
+                *role,
                 "--lock-fd",
                 str(LOCK_FD),
                 str(state_dir),
                 stack_id,
             ],
-            env,
+            dict(env),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
@@ -167,6 +183,11 @@ class Reaper:
             self._objects = StackObjects(daemon, self.stack_id)  # (no fault points: tests kill it)
         return self._objects
 
+    def keep_shadow(self) -> None:
+        """Start a shadow if none runs, while there is a stack to watch."""
+        if self.state_file.path.exists() and not lease.flock_taken(self.state_dir / SHADOW_LOCK_FILE):
+            _spawn(self.state_dir, self.stack_id, os.environ, shadow=True)
+
     def forget_daemon(self) -> None:
         """Connect anew at the next look (the engine may have restarted)."""
         self._objects = None
@@ -181,6 +202,8 @@ class Reaper:
         if any(lease.is_alive(h, p) for h, p in holders):
             return False
         state = self._read()
+        if state is not None and state.stack != self.stack_id:
+            return self._finish()  # another stack lives here now, with a reaper of its own
         if state is not None and idle.still_idle(state, time.time()):
             return False
         with lease.state_lock(self.state_dir, self.settings.lock_timeout):
@@ -226,36 +249,74 @@ class Reaper:
 
 
 def main(argv: list[str]) -> int:
+    shadow = argv[:1] == ["--shadow"]
+    argv = argv[1:] if shadow else argv
     given = None
     if argv[:1] == ["--lock-fd"] and len(argv) > 1 and argv[1].isdigit():
         given, argv = int(argv[1]), argv[2:]
     if len(argv) != 2:
-        print("usage: python -m envkit.stack.reaper [--lock-fd N] STATE_DIR STACK_ID", file=sys.stderr)
+        print(
+            "usage: python -m envkit.stack.reaper [--shadow] [--lock-fd N] STATE_DIR STACK_ID",
+            file=sys.stderr,
+        )
         return 2
     state_dir, stack_id = Path(argv[0]), argv[1]
-    try:
-        fd = (
-            given
-            if given is not None
-            else os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        )
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op on the descriptor the spawner took it on
-        os.set_inheritable(fd, False)
-    except OSError:
-        return 0  # another reaper watches this stack (or the state directory is gone)
+    fd = _take(state_dir / (SHADOW_LOCK_FILE if shadow else LOCK_FILE), given)
+    if fd is None:
+        return 0  # another one holds that role (or the state directory is gone)
     try:
         settings = Settings.from_env()
     except EnvkitError as err:
         _say(f"cannot start: {err}")
         return 1
-    reaper = Reaper(state_dir, stack_id, settings, fd)
+    if shadow:
+        fd = _shadow(state_dir, stack_id, fd)
+        if fd is None:
+            return 0
+    return _reap(Reaper(state_dir, stack_id, settings, fd))
+
+
+def _take(path: Path, given: int | None) -> int | None:
+    """The lock at ``path`` (on descriptor ``given`` when the spawner took it); None if taken."""
+    try:
+        fd = given if given is not None else os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op on the descriptor the spawner took it on
+        os.set_inheritable(fd, False)
+    except OSError:
+        return None
+    return fd
+
+
+def _shadow(state_dir: Path, stack_id: str, shadow_fd: int) -> int | None:
+    """The reaper's shadow: a second process that takes the reaper's place if the reaper is
+    killed (the OOM killer, a kill -9 of it and of every holder). It returns the reaper lock
+    it took, or None once there is no stack left to watch."""
+    _say(f"shadow watching stack {stack_id}")
+    state_file = StateFile(state_dir)
+    while True:
+        time.sleep(POLL)
+        try:
+            state = state_file.read()
+        except StateCorrupt:
+            continue  # the reaper (or the next acquire) repairs it
+        if state is None or state.stack != stack_id:
+            return None  # the stack is gone (or another one lives here now): nothing to take over
+        fd = _take(state_dir / LOCK_FILE, None)
+        if fd is not None:  # the reaper is gone: take its place (it starts a new shadow)
+            os.close(shadow_fd)
+            _say(f"the reaper of stack {stack_id} is gone: taking its place")
+            return fd
+
+
+def _reap(reaper: Reaper) -> int:
     with contextlib.suppress(EnvkitError):  # connects now: loads what a teardown needs
         reaper.objects.containers()
-    _say(f"watching stack {stack_id}")
+    _say(f"watching stack {reaper.stack_id}")
     retry = Retry()
     while True:
         time.sleep(POLL)
         try:
+            reaper.keep_shadow()
             done = reaper.step()
             retry.succeeded()
         except Exception as err:  # the daemon is away, the lock is busy, or worse: try again
