@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import json
 import struct
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ParamSpec, TypeVar
 from urllib.parse import quote, urlencode
 
 from envkit.docker.transport import (
@@ -238,7 +239,10 @@ class _Connection:
             if response.status == 404:
                 return None
             text = self._read(response, path)
-        return json.loads(text) if text.strip() else None
+        try:
+            return json.loads(text) if text.strip() else None
+        except ValueError:
+            raise DaemonError(f"{method} {path}: the answer is not JSON: {_message(text)}") from None
 
     def _stream(
         self,
@@ -276,6 +280,26 @@ class _Connection:
                 ) from None
 
 
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def _answer_shape(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """An answer of another shape than the Engine API's (a proxy's garbage, an engine that is
+    not Docker's) is a DaemonError naming the operation, not a KeyError from deep inside."""
+
+    @functools.wraps(method)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise DaemonError(
+                f"{method.__name__}: the engine's answer is not what the Engine API says ({err!r})"
+            ) from None
+
+    return checked
+
+
 class Daemon(_Connection):
     """A connection to the Docker engine (see :func:`envkit.docker.transport.discover`).
 
@@ -311,6 +335,7 @@ class Daemon(_Connection):
 
     # -- images ------------------------------------------------------------------------------------
 
+    @_answer_shape
     def images(self, label: str) -> list[Image]:
         """``docker images --filter label=LABEL`` (top-level images only)."""
         found = self._json("GET", "/images/json", {"filters": _filters(label)}) or []
@@ -318,6 +343,7 @@ class Daemon(_Connection):
             Image(str(i["Id"]), tuple(i.get("RepoTags") or ()), dict(i.get("Labels") or {})) for i in found
         ]
 
+    @_answer_shape
     def inspect_image(self, ref: str) -> dict[str, Any] | None:
         """``docker image inspect REF``, or None when there is no such image."""
         found = self._json("GET", f"/images/{_path(ref)}/json", missing_ok=True)
@@ -379,6 +405,7 @@ class Daemon(_Connection):
             headers["X-Registry-Auth"] = auth
         yield from self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
 
+    @_answer_shape
     def import_image(self, tar: IO[bytes], size: int, changes: Sequence[str], *, stall: float | None) -> str:
         """``docker import`` of a root filesystem tar with ``--change``s; the new image's ID."""
         query = urlencode([("fromSrc", "-"), *(("changes", c) for c in changes)])
@@ -395,6 +422,7 @@ class Daemon(_Connection):
 
     # -- containers --------------------------------------------------------------------------------
 
+    @_answer_shape
     def containers(self, label: str) -> list[Container]:
         """``docker ps --all --filter label=LABEL``."""
         found = self._json("GET", "/containers/json", {"all": "1", "filters": _filters(label)}) or []
@@ -417,6 +445,7 @@ class Daemon(_Connection):
             for c in found
         ]
 
+    @_answer_shape
     def create_container(self, spec: ContainerSpec) -> str:
         """``docker create``: the new container's ID."""
         body: dict[str, Any] = {
@@ -441,6 +470,7 @@ class Daemon(_Connection):
         """``docker rm --force --volumes``; one that is already gone is no error."""
         self._json("DELETE", f"/containers/{_path(cid)}", {"force": "1", "v": "1"}, missing_ok=True)
 
+    @_answer_shape
     def inspect_container(self, cid: str) -> ContainerDetails | None:
         info = self._json("GET", f"/containers/{_path(cid)}/json", missing_ok=True)
         if info is None:
@@ -466,6 +496,7 @@ class Daemon(_Connection):
             raw = _demux(self._read(response, path))
         return raw.decode(errors="replace").splitlines()[-tail:]
 
+    @_answer_shape
     def exec_run(self, cid: str, cmd: Sequence[str], *, timeout: float) -> ExecResult:
         """Run ``cmd`` in the container and wait at most ``timeout`` seconds for it to end.
 
@@ -493,10 +524,12 @@ class Daemon(_Connection):
 
     # -- networks ----------------------------------------------------------------------------------
 
+    @_answer_shape
     def networks(self, label: str) -> list[Network]:
         found = self._json("GET", "/networks", {"filters": _filters(label)}) or []
         return [Network(str(n["Id"]), str(n["Name"]), dict(n.get("Labels") or {})) for n in found]
 
+    @_answer_shape
     def create_network(self, name: str, labels: Mapping[str, str]) -> str:
         body = {"Name": name, "Driver": "bridge", "Labels": dict(labels), "CheckDuplicate": True}
         return str(self._json("POST", "/networks/create", body=body)["Id"])

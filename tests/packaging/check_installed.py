@@ -198,10 +198,13 @@ def check_end_to_end(here: Path) -> None:
         ok("envkit build, a plugin test, and a cached rebuild, from a temporary folder")
     finally:
         run(envkit, "down", "--all", cwd=project, env=env)
-        images = run("docker", "images", "-q", "--filter", f"label=envkit.project={stack}", cwd=here)
-        ids = sorted(set(images.stdout.split()))
-        if ids:
-            run("docker", "rmi", "--force", *ids, cwd=here)
+        for _ in range(5):  # children first: a parent goes in the next pass
+            images = run("docker", "images", "-q", "--filter", f"label=envkit.project={stack}", cwd=here)
+            ids = sorted(set(images.stdout.split()))
+            if not ids:
+                break
+            for image in ids:
+                run("docker", "rmi", "--force", image, cwd=here)
 
 
 def main() -> None:
