@@ -406,19 +406,25 @@ class Daemon(_Connection):
         yield from self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
 
     @_answer_shape
-    def import_image(self, tar: IO[bytes], size: int, changes: Sequence[str], *, stall: float | None) -> str:
-        """``docker import`` of a root filesystem tar with ``--change``s; the new image's ID."""
-        query = urlencode([("fromSrc", "-"), *(("changes", c) for c in changes)])
+    def save(self, image: str, *, stall: float | None) -> Iterator[bytes]:
+        """``docker save IMAGE``: the docker-archive tar, as it arrives."""
+        path = f"/images/{_path(image)}/get"
+        with self._call("GET", path, timeout=stall) as response:
+            try:
+                yield from response.chunks()
+            except TransportError as err:
+                raise DaemonError(_failed("GET", path, err, stall), timed_out=err.timed_out) from None
+
+    def load(self, archive: IO[bytes], size: int, *, stall: float | None) -> None:
+        """``docker load`` of a docker-archive tar (whose manifest may name layers the engine
+        already has without carrying them)."""
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         for message in self._stream(
-            "POST", "/images/create", query, body=tar, headers=headers, timeout=stall
+            "POST", "/images/load", {"quiet": "1"}, body=archive, headers=headers, timeout=stall
         ):
-            if message.get("error"):
-                raise DaemonError(f"docker import failed: {message['error']}")
-            status = str(message.get("status", ""))
-            if status.startswith("sha256:"):
-                return status
-        raise DaemonError("docker import reported no image ID")
+            if message.get("error") or message.get("errorDetail"):
+                detail = (message.get("errorDetail") or {}).get("message") or message.get("error")
+                raise DaemonError(f"docker load failed: {detail}")
 
     # -- containers --------------------------------------------------------------------------------
 

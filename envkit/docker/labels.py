@@ -13,6 +13,7 @@ PROJECT = "envkit.project"  # the stack file's [stack] name: images, containers,
 STACK = "envkit.stack"  # the stack id (one checkout's stack): containers and networks
 IMAGE = "envkit.image"  # an image's name under [images]
 KEY = "envkit.key"  # an image's content key
+BUILDER = "envkit.builder"  # which builder made an image: assembler, classic or recipe
 SERVICE = "envkit.service"
 INPUTS = "envkit.inputs"  # hash of a service's settings and image identity
 ROOT = "envkit.root"  # the checkout a stack's containers belong to

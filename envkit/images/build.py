@@ -5,8 +5,10 @@ without building anything. :func:`ensure` asks the engine once which of those
 tags already exist and builds only the misses: parents before children,
 independent images in parallel (:func:`envkit.graph.run`), each under a
 machine-wide lock so that concurrent runs build a key once. An image is made
-by the builder its spec calls for: the classic builder
-(:mod:`envkit.images.classic`) or a Debian recipe (:mod:`envkit.images.recipe`).
+by the builder its spec calls for: envkit's own assembler for a Dockerfile
+without ``RUN`` (:mod:`envkit.images.assemble`: no container, a reproducible
+image), the classic builder for any other (:mod:`envkit.images.classic`), or a
+Debian recipe (:mod:`envkit.images.recipe`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from envkit import graph
-from envkit.config.model import StackConfig
+from envkit.config.model import ImageSpec, StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
 from envkit.errors import (
@@ -36,7 +38,8 @@ from envkit.errors import (
     StateError,
 )
 from envkit.fsutil import atomic_write_text, ensure_private_dir
-from envkit.images.digest import Hasher, Inputs, image_inputs, short_key
+from envkit.images.assemble import verdict
+from envkit.images.digest import ASSEMBLER, BUILDER, Hasher, Inputs, image_inputs, short_key
 from envkit.images.manifests import Manifests, explain
 from envkit.images.statcache import StatCache
 from envkit.progress import Progress, Silent, State
@@ -53,6 +56,8 @@ class ImageResult:
     status: str  # "built" or "cached"
     seconds: float = 0.0
     reasons: list[str] = field(default_factory=list)  # why it was (re)built
+    builder: str = ""  # which builder made it: "assembler", "classic" or "recipe"
+    builder_reason: str = ""  # why that one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +67,8 @@ class ImageResult:
             "status": self.status,
             "seconds": round(self.seconds, 3),
             "reasons": self.reasons,
+            "builder": self.builder,
+            "builder_reason": self.builder_reason,
         }
 
 
@@ -73,6 +80,7 @@ class Plan:
     order: list[str]
     inputs: dict[str, Inputs]
     hashed_files: int
+    builders: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (builder, why)
 
     def tag(self, name: str) -> str:
         return image_tag(self.config.name, name, self.inputs[name].key)
@@ -112,8 +120,10 @@ def plan(
     platform = daemon.platform
     inputs: dict[str, Inputs] = {}
     identities: dict[str, str] = {}
+    builders: dict[str, tuple[str, str]] = {}
     for name in order:
         spec = config.images[name]
+        builders[name] = choose_builder(spec)
         files = hasher.context_files(spec, skip=[config.state_dir], progress=progress)
         bases = {}
         for ref in spec.externals:
@@ -126,9 +136,20 @@ def plan(
             platform=platform,
             bases=bases,
             parents={p: inputs[p].key for p in spec.parents},
+            builder=ASSEMBLER if builders[name][0] == "assembler" else BUILDER,
         )
     cache.save(hasher.started_ns, prune=names is None or set(order) == set(config.images))
-    return Plan(config, order, inputs, hasher.hashed_files)
+    return Plan(config, order, inputs, hasher.hashed_files, builders)
+
+
+def choose_builder(spec: ImageSpec) -> tuple[str, str]:
+    """Which builder makes ``spec`` (``assembler``, ``classic`` or ``recipe``), and why."""
+    if spec.recipe is not None:
+        return "recipe", f"made from the Debian recipe {spec.recipe.file.name}"
+    why_not = verdict(spec)
+    if why_not is None:
+        return "assembler", "no RUN or other step that needs a container: envkit assembles it"
+    return "classic", why_not
 
 
 def ensure(
@@ -155,14 +176,23 @@ def ensure(
     for name in the_plan.order:
         inputs = the_plan.inputs[name]
         tag = the_plan.tag(name)
-        if present.get(tag) == inputs.key or (tag not in present and _tag_has_key(daemon, tag, inputs.key)):
-            # (the second look finds an image of this key that the label query does not list:
+        builder, why = the_plan.builders[name]
+        found = present.get(tag)
+        if found is None:
+            # (a second look finds an image of this key that the label query does not list:
             # one built before its labels were what they are now)
-            results[name] = ImageResult(name, inputs.key, tag, "cached")
-            manifests.record(name, inputs)
+            found = daemon.image_labels(tag)
+        if found is not None and found.get(labels.KEY) == inputs.key:
+            made_by = found.get(labels.BUILDER) or builder
+            if made_by != builder:  # the assembler's choice, and the classic builder made it
+                why = manifests.made_by(name, inputs.key)[1] or "the assembler could not make it"
+            results[name] = ImageResult(name, inputs.key, tag, "cached", builder=made_by, builder_reason=why)
+            manifests.record(name, inputs, made_by=(made_by, why))
         else:
             reasons = explain(manifests.latest(name), inputs)
-            results[name] = ImageResult(name, inputs.key, tag, "built", reasons=reasons)
+            results[name] = ImageResult(
+                name, inputs.key, tag, "built", reasons=reasons, builder=builder, builder_reason=why
+            )
             progress.note(name, "rebuilding: " + "; ".join(reasons))
             misses.append(name)
     chosen = settings or Settings.from_env()
@@ -193,7 +223,6 @@ def _build_one(
     settings: Settings,
 ) -> None:
     name = result.image
-    spec = the_plan.config.images[name]
     inputs = the_plan.inputs[name]
     started = time.monotonic()
     try:
@@ -202,38 +231,76 @@ def _build_one(
                 result.status = "cached"
                 result.reasons = ["built meanwhile by another envkit process"]
             else:
-                progress.note(name, "building", State.WORKING)
-                image_labels = {
-                    labels.PROJECT: the_plan.config.name,
-                    labels.IMAGE: name,
-                    labels.KEY: inputs.key,
-                }
-                if spec.recipe is not None:
-                    from envkit.images import recipe
-
-                    image_id = recipe.build(
-                        daemon, name, spec.recipe, image_labels, progress, stall=settings.build_stall
-                    )
-                else:
-                    from envkit.images import classic
-
-                    parents = {parent: the_plan.tag(parent) for parent in spec.parents}
-                    image_id = classic.build(
-                        daemon,
-                        spec,
-                        inputs,
-                        parents=parents,
-                        labels=image_labels,
-                        progress=progress,
-                        stall=settings.build_stall,
-                    )
+                progress.note(name, f"building ({result.builder})", State.WORKING)
+                image_id = _make(the_plan, daemon, result, progress=progress, settings=settings)
                 daemon.tag(image_id, result.tag)
     except EnvkitError as err:
         progress.note(name, f"failed: {str(err).splitlines()[0]}", State.FAILED)
         raise
     result.seconds = time.monotonic() - started
-    manifests.record(name, inputs)
+    manifests.record(name, inputs, made_by=(result.builder, result.builder_reason))
     progress.note(name, f"{result.status} {result.tag} in {result.seconds:.1f}s", State.DONE)
+
+
+def _make(
+    the_plan: Plan, daemon: Daemon, result: ImageResult, *, progress: Progress, settings: Settings
+) -> str:
+    """Build one image with its builder (the assembler falling back to the classic builder); its ID."""
+    name = result.image
+    spec = the_plan.config.images[name]
+    inputs = the_plan.inputs[name]
+
+    def image_labels(builder: str) -> dict[str, str]:
+        return {
+            labels.PROJECT: the_plan.config.name,
+            labels.IMAGE: name,
+            labels.KEY: inputs.key,
+            labels.BUILDER: builder,
+        }
+
+    if spec.recipe is not None:
+        from envkit.images import recipe
+        from envkit.images.facts import FactsCache
+
+        return recipe.build(
+            daemon,
+            name,
+            spec.recipe,
+            image_labels("recipe"),
+            progress,
+            facts=FactsCache(settings.cache_dir),
+            stall=settings.build_stall,
+        )
+    parents = {parent: the_plan.tag(parent) for parent in spec.parents}
+    if result.builder == "assembler":
+        from envkit.images import assemble
+        from envkit.images.facts import FactsCache
+
+        try:
+            return assemble.build(
+                daemon,
+                spec,
+                inputs,
+                parents=parents,
+                labels=image_labels("assembler"),
+                facts=FactsCache(settings.cache_dir),
+                platform=inputs.platform,
+                stall=settings.build_stall,
+            )
+        except assemble.CannotAssemble as why:
+            result.builder, result.builder_reason = "classic", str(why)
+            progress.note(name, f"the classic builder builds it: {why}", State.WORKING)
+    from envkit.images import classic
+
+    return classic.build(
+        daemon,
+        spec,
+        inputs,
+        parents=parents,
+        labels=image_labels("classic"),
+        progress=progress,
+        stall=settings.build_stall,
+    )
 
 
 class CurrentTags:
@@ -310,13 +377,12 @@ def _pull(daemon: Daemon, image: str, ref: str, progress: Progress) -> None:
         raise BaseImageError(image, ref, f"pulling it failed: {errors[0]}", pull_failed=True)
 
 
-def _present_keys(daemon: Daemon, stack: str) -> dict[str, str]:
-    """Tag -> key label of every image of this stack present locally (one daemon call)."""
-    present: dict[str, str] = {}
+def _present_keys(daemon: Daemon, stack: str) -> dict[str, dict[str, str]]:
+    """Tag -> labels of every image of this stack present locally (one daemon call)."""
+    present: dict[str, dict[str, str]] = {}
     for image in daemon.images(labels.selector(labels.PROJECT, stack)):
-        key = image.labels.get(labels.KEY, "")
         for tag in image.tags:
-            present[tag] = key
+            present[tag] = dict(image.labels)
     return present
 
 

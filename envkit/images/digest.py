@@ -28,11 +28,12 @@ from envkit.images.context import context_entries, normalised_mode
 from envkit.images.statcache import StatCache
 from envkit.progress import Progress, State
 
-KEY_SCHEMA = 1
-# The classic builder's identity. A switch of builder must change every key; this value is
-# fixed, since changing it changes every key (and rebuilds every image) too.
-BUILDER = "docker-classic-via-docker-py/1"
-RECIPE_BUILDER = "envkit-recipe/1"  # images made from a Debian recipe (mmdebstrap + docker import)
+KEY_SCHEMA = 2  # 2: the builder is chosen per image (envkit's assembler or the classic builder)
+# The builders' identities. A switch of builder must change the key; these values are fixed,
+# since changing one changes every key of its images (and rebuilds them) too.
+BUILDER = "docker-classic-via-docker-py/1"  # the classic builder (any RUN)
+ASSEMBLER = "envkit-assembler/1"  # envkit's own assembler (no RUN: see envkit.images.assemble)
+RECIPE_BUILDER = "envkit-recipe/2"  # a Debian recipe: mmdebstrap, loaded as one layer with a fixed config
 TAG_KEY_LENGTH = 16
 _CHUNK = 1 << 20
 _PARALLEL_MIN_BYTES = 256 << 10
@@ -196,9 +197,11 @@ def image_inputs(
     platform: str,
     bases: Mapping[str, str],
     parents: Mapping[str, str],
+    builder: str = BUILDER,
 ) -> Inputs:
+    """The inputs of ``spec``; ``builder`` is the one chosen for a Dockerfile image."""
     return Inputs(
-        builder=RECIPE_BUILDER if spec.recipe is not None else BUILDER,
+        builder=RECIPE_BUILDER if spec.recipe is not None else builder,
         dockerfile=hashlib.sha256(spec.definition.encode("utf-8")).hexdigest(),
         args=dict(spec.args),
         target=spec.target,

@@ -1,7 +1,8 @@
 """Why an image was (re)built: its inputs as last built, and what changed since.
 
-``<state dir>/manifests/<image>/<key>.json`` holds an image's inputs, and
-``<image>/latest`` names the key last recorded; :func:`explain` diffs two
+``<state dir>/manifests/<image>/<key>.json`` holds an image's inputs,
+``<key>.builder`` which builder made it and why, and ``<image>/latest`` names
+the key last recorded; :func:`explain` diffs two
 inputs into one short phrase per change.
 """
 
@@ -43,7 +44,8 @@ class Manifests:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def record(self, image: str, inputs: Inputs) -> None:
+    def record(self, image: str, inputs: Inputs, *, made_by: tuple[str, str] = ("", "")) -> None:
+        """Record ``inputs`` as the latest of ``image``, and which builder made it and why."""
         ensure_state_dir(self.directory.parent)
         folder = ensure_private_dir(self.directory / image)
         path = folder / f"{inputs.key}.json"
@@ -51,6 +53,10 @@ class Manifests:
             data = inputs.to_json()
             data["args"] = redacted(inputs.args)
             atomic_write_text(path, json.dumps(data, separators=(",", ":")))
+        if made_by[0] and self.made_by(image, inputs.key) != made_by:
+            builder, why = made_by
+            text = json.dumps({"builder": builder, "why": why})
+            atomic_write_text(folder / f"{inputs.key}.builder", text)
         latest = folder / "latest"
         try:
             current = latest.read_text(encoding="utf-8").strip()
@@ -67,12 +73,20 @@ class Manifests:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def made_by(self, image: str, key: str) -> tuple[str, str]:
+        """Which builder made the image of ``key``, and why that one ("" when not recorded)."""
+        try:
+            data = json.loads((self.directory / image / f"{key}.builder").read_text(encoding="utf-8"))
+            return str(data.get("builder") or ""), str(data.get("why") or "")
+        except (OSError, ValueError, AttributeError):
+            return "", ""
+
     def forget(self, image: str, keep: set[str]) -> None:
         """Drop recorded inputs except those of the keys in ``keep``."""
         folder = self.directory / image
         if not folder.is_dir():
             return
-        for path in folder.glob("*.json"):
+        for path in [*folder.glob("*.json"), *folder.glob("*.builder")]:
             if path.stem not in keep:
                 path.unlink(missing_ok=True)
         if not any(folder.glob("*.json")):

@@ -1,8 +1,11 @@
 """Base images made from a Debian recipe (:mod:`envkit.config.recipe`): no registry needed.
 
 envkit runs ``mmdebstrap`` with the recipe's suite, sources and pinned package
-versions, writes the root filesystem as a tar, and ``docker import``\\ s it
-with the recipe's ENV, CMD and WORKDIR. The recipe (with the rest of the
+versions (``SOURCE_DATE_EPOCH`` from the recipe's snapshot), writes the root
+filesystem as a tar, and loads it as one layer with a config of its own: the
+recipe's ENV, CMD and WORKDIR, created at the snapshot's time. (``docker
+import`` would stamp the current time: the same recipe would give another image
+on every build.) The same recipe and mirror give the same image ID. The recipe (with the rest of the
 image's context directory) is the image's key, so it is built once and cached
 like any other image; images ``FROM`` it resolve to its tag.
 
@@ -25,14 +28,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envkit.config.model import StackConfig
 from envkit.config.recipe import Recipe
 from envkit.docker.engine import Daemon
-from envkit.errors import BuildError, ConfigError, DaemonError
+from envkit.errors import BuildError, ConfigError
 from envkit.fsutil import atomic_write_text
 from envkit.progress import Progress, State
+
+if TYPE_CHECKING:
+    from envkit.images.facts import FactsCache, Node
 
 LOG_TAIL = 30
 _GONE = re.compile(r"Version '([^']+)' for '([^']+)' was not found")
@@ -48,22 +54,27 @@ def command(recipe: Recipe, tool: str, output: Path) -> list[str]:
     return [*args, recipe.suite, str(output), *sources]
 
 
-def changes(recipe: Recipe, labels: Mapping[str, str]) -> list[str]:
-    """``docker import --change`` instructions: the recipe's ENV, CMD, WORKDIR and envkit's labels."""
-    out = [f"ENV {name}={_quote(value)}" for name, value in sorted(recipe.env.items())]
-    if recipe.cmd:
-        out.append("CMD " + json.dumps(list(recipe.cmd), ensure_ascii=False))
-    if recipe.workdir:
-        out.append(f"WORKDIR {recipe.workdir}")
-    out += [f"LABEL {_quote(k)}={_quote(v)}" for k, v in sorted(labels.items())]
-    return out
+def image_config(recipe: Recipe, labels: Mapping[str, str], platform: str, diff_id: str) -> dict[str, Any]:
+    """The image config of a recipe's rootfs layer: its ENV, CMD, WORKDIR and envkit's labels,
+    created at the snapshot's time (the epoch without one)."""
+    from envkit.images.archive import timestamp
 
-
-def _quote(value: str) -> str:
-    """A Dockerfile double-quoted word that Docker reads back as exactly ``value``: no
-    variable expansion (``$`` is escaped), non-ASCII kept as is."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return f'"{escaped}"'
+    run: dict[str, Any] = {
+        "Env": [f"{name}={value}" for name, value in sorted(recipe.env.items())] or None,
+        "Cmd": list(recipe.cmd) or None,
+        "WorkingDir": recipe.workdir or "",
+        "Labels": dict(sorted(labels.items())),
+    }
+    os_name, _, arch = platform.partition("/")
+    created = timestamp(recipe.source_date_epoch() or 0)
+    return {
+        "architecture": arch or "amd64",
+        "os": os_name or "linux",
+        "created": created,
+        "config": run,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": f"envkit: Debian recipe {recipe.file.name}"}],
+    }
 
 
 def build(
@@ -73,9 +84,10 @@ def build(
     labels: Mapping[str, str],
     progress: Progress,
     *,
+    facts: FactsCache,
     stall: float | None = None,
 ) -> str:
-    """Run mmdebstrap, import its tar with the recipe's config; return the new image's ID (untagged)."""
+    """Run mmdebstrap, load its tar with the recipe's config; return the new image's ID (untagged)."""
     tool = shutil.which("mmdebstrap")
     if tool is None:
         raise BuildError(
@@ -135,12 +147,65 @@ def build(
             )
         if code != 0:
             raise BuildError(image, f"mmdebstrap failed (exit code {code})", list(tail))
-        progress.note(image, f"importing the rootfs ({output.stat().st_size / 1e6:.0f} MB)", State.WORKING)
-        try:
-            with open(output, "rb") as tar:
-                return daemon.import_image(tar, output.stat().st_size, changes(recipe, labels), stall=stall)
-        except DaemonError as err:
-            raise BuildError(image, f"docker import failed: {err.detail}") from None
+        progress.note(image, f"loading the rootfs ({output.stat().st_size / 1e6:.0f} MB)", State.WORKING)
+        return _load(daemon, image, recipe, output, labels, facts=facts, stall=stall)
+
+
+def _load(
+    daemon: Daemon,
+    image: str,
+    recipe: Recipe,
+    rootfs: Path,
+    labels: Mapping[str, str],
+    *,
+    facts: FactsCache,
+    stall: float | None,
+) -> str:
+    """Load mmdebstrap's tar as the image's one layer; its ID.
+
+    The layer is the tar as mmdebstrap wrote it (sorted by name), each header
+    rewritten the one same way: mtimes clamped to the snapshot's time, numeric
+    owners only, and of the extended headers only the file capabilities and
+    other xattrs kept.
+    """
+    import tarfile
+
+    from envkit.images import archive
+    from envkit.images.facts import ImageFacts, apply_layer
+
+    epoch = recipe.source_date_epoch()
+    headers: list[tarfile.TarInfo] = []
+    layer_path = rootfs.with_name("layer.tar")
+    try:
+        with tarfile.open(rootfs, "r|") as source, archive.LayerWriter(layer_path) as layer:
+            for info in source:
+                if epoch is not None and info.mtime > epoch:
+                    info.mtime = epoch
+                info.mtime = int(info.mtime)
+                info.pax_headers = {
+                    k: v for k, v in info.pax_headers.items() if k.startswith("SCHILY.xattr.")
+                }
+                layer.add(info, source.extractfile(info) if info.isreg() else None)
+                headers.append(info)
+    except (OSError, tarfile.TarError) as err:
+        raise BuildError(image, f"mmdebstrap's rootfs tar cannot be read: {err}") from None
+    finally:
+        rootfs.unlink(missing_ok=True)  # the layer is its copy: half the disk
+    config = image_config(recipe, labels, daemon.platform, layer.diff_id)
+    raw = archive.config_bytes(config)
+    image_id = archive.load(
+        daemon,
+        image,
+        raw,
+        diff_ids=[layer.diff_id],
+        new_layers={layer.diff_id: layer_path},
+        workdir=layer_path.parent,
+        stall=stall,
+    )
+    tree: dict[str, Node] = {}
+    apply_layer(tree, headers)
+    facts.put(image_id, ImageFacts(config, tree))
+    return image_id
 
 
 # --- re-locking: pin what the mirror serves now -------------------------------------------------

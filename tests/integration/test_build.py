@@ -32,6 +32,7 @@ import pytest
 from conftest import Project, import_busybox, remove_stack_images
 from docker.errors import ImageNotFound
 
+import envkit.images.assemble
 import envkit.images.build
 import envkit.images.classic
 from envkit.config.find import load
@@ -49,31 +50,36 @@ IMAGES = ("base", "child", "sib")
 
 
 class BuildSpy:
-    """A real docker client whose ``build`` calls are counted, and the contexts envkit sent."""
+    """A real docker client whose image-making calls (``build`` for the classic builder, ``load``
+    for envkit's assembler) are counted, and the images each builder was asked to make."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.builds = 0
-        self.contexts: list[str] = []
+        self.contexts: list[str] = []  # images whose build context went to the classic builder
+        self.assembled: list[str] = []  # images the assembler was asked for
         self._lock = threading.Lock()
-        original = daemon.build
+        for name in ("build", "load"):
+            original = getattr(daemon, name)
 
-        def counting_build(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                self.builds += 1
-            return original(*args, **kwargs)
+            def counting(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                with self._lock:
+                    self.builds += 1
+                return _original(*args, **kwargs)
 
-        daemon.build = counting_build  # type: ignore[method-assign]
+            setattr(daemon, name, counting)
 
     def ensure(self, root: Path, **kwargs: Any) -> dict[str, ImageResult]:
         """``envkit.images.build.ensure`` on the project at ``root``; counters start from zero."""
         self.builds = 0
         self.contexts = []
+        self.assembled = []
         results = envkit.images.build.ensure(load(root), self.daemon, **kwargs)
         return {r.image: r for r in results}
 
     def sent(self) -> set[str]:
-        return set(self.contexts)
+        """The images made: their context sent to the classic builder, or assembled."""
+        return set(self.contexts) | set(self.assembled)
 
 
 @pytest.fixture
@@ -88,6 +94,14 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[BuildSpy]:
         write_context(fileobj, spec, inputs, text)
 
     monkeypatch.setattr(envkit.images.classic, "write_context", recording_write_context)
+    assemble = envkit.images.assemble.build
+
+    def recording_assemble(daemon: Any, spec: Any, *args: Any, **kwargs: Any) -> str:
+        with the_spy._lock:
+            the_spy.assembled.append(spec.name)
+        return assemble(daemon, spec, *args, **kwargs)
+
+    monkeypatch.setattr(envkit.images.assemble, "build", recording_assemble)
     yield the_spy
     daemon.close()
 
@@ -157,12 +171,14 @@ def image_key(client: docker.APIClient, tag: str) -> str:
 
 
 def ancestors(client: docker.APIClient, ref: str) -> list[str]:
-    """Image IDs from ``ref`` down its parent chain (the classic builder records one)."""
+    """Image IDs from ``ref`` down its parent chain: the classic builder records the parent as
+    ``Parent``, envkit's assembler as the config's ``Image`` (as the classic builder also does)."""
     chain = []
     image_id = client.inspect_image(ref)["Id"]
-    while image_id:
+    while image_id and image_id not in chain:
         chain.append(image_id)
-        image_id = client.inspect_image(image_id).get("Parent") or ""
+        found = client.inspect_image(image_id)
+        image_id = found.get("Parent") or (found.get("Config") or {}).get("Image") or ""
     return chain
 
 
@@ -185,6 +201,7 @@ def test_cold_build_then_warm_run_builds_nothing_and_sends_no_context(
     assert statuses(warm) == dict.fromkeys(IMAGES, "cached")
     assert spy.builds == 0, "a warm run must not call the builder"
     assert spy.contexts == [], "a warm run must not write a build context"
+    assert spy.assembled == [], "a warm run must not assemble an image"
     assert {n: r.key for n, r in warm.items()} == {n: r.key for n, r in cold.items()}
 
     data = cli_json(project)
@@ -422,8 +439,11 @@ class Recorder:
             self.events.append((image, "log"))
 
     def note(self, image: str, message: str, state: object = None) -> None:
+        kind = (
+            "done" if message.startswith("built ") else "start" if message.startswith("building") else "note"
+        )
         with self._lock:
-            self.events.append((image, "done" if message.startswith("built ") else "note"))
+            self.events.append((image, kind))
 
     def first(self, image: str, kind: str) -> int:
         return self.events.index((image, kind))
@@ -445,7 +465,7 @@ def test_independent_images_build_side_by_side_and_children_after_parents(
     first_done = min(recorder.first("left", "done"), recorder.first("right", "done"))
     assert recorder.first("left", "log") < first_done
     assert recorder.first("right", "log") < first_done  # both were building at once
-    assert recorder.first("child", "log") > recorder.first("left", "done")  # after its parent
+    assert recorder.first("child", "start") > recorder.first("left", "done")  # after its parent
 
 
 # --------------------------------------------------------------------------- 5. failures

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.docker
 
 
 class Counted:
-    """A daemon whose ``build`` calls are counted."""
+    """A daemon whose image-making calls (``build``, ``load``) are counted."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -30,13 +30,14 @@ class Counted:
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counted]:
     daemon = Daemon()
     the_counted = Counted(daemon)
-    original = daemon.build
+    for name in ("build", "load"):  # the classic builder, envkit's assembler
+        original = getattr(daemon, name)
 
-    def counting_build(*args: Any, **kwargs: Any) -> Any:
-        the_counted.builds += 1
-        return original(*args, **kwargs)
+        def counting(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            the_counted.builds += 1
+            return _original(*args, **kwargs)
 
-    monkeypatch.setattr(daemon, "build", counting_build)
+        monkeypatch.setattr(daemon, name, counting)
     yield the_counted
     daemon.close()
 

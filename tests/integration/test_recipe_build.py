@@ -27,6 +27,7 @@ from envkit.config.find import load
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
 from envkit.images import recipe
+from envkit.images.facts import FactsCache
 from envkit.progress import Silent
 
 pytestmark = pytest.mark.docker
@@ -211,9 +212,9 @@ ENV_VALUES = [
 
 @pytest.mark.parametrize("value", [v for v, _ in ENV_VALUES], ids=[i for _, i in ENV_VALUES])
 def test_recipe_env_value_reaches_the_image_as_written(
-    project: Project, fake: FakeMmdebstrap, docker_client: docker.APIClient, value: str
+    project: Project, fake: FakeMmdebstrap, docker_client: docker.APIClient, value: str, tmp_path: Path
 ) -> None:
-    """recipe.build in-process (import with the recipe's changes), then the image's Env."""
+    """recipe.build in-process (loaded with the recipe's config), then the image's Env."""
     toml_value = json.dumps(value)  # a TOML basic string is written like a JSON one
     write_project(project, RECIPE.replace('GREETING = "hello world"', f"GREETING = {toml_value}"))
     spec = load(project.root, environ={}).images["base"]
@@ -231,7 +232,9 @@ def test_recipe_env_value_reaches_the_image_as_written(
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(recipe.subprocess, "Popen", recording_popen)
-            image_id = recipe.build(daemon, "base", spec.recipe, image_labels, Silent())
+            image_id = recipe.build(
+                daemon, "base", spec.recipe, image_labels, Silent(), facts=FactsCache(tmp_path)
+            )
     finally:
         for proc in started:  # recipe.build leaves its pipe open (see tests/unit/test_recipe.py)
             if proc.stdout is not None:

@@ -6,7 +6,6 @@ none of them gets as far as the Docker daemon, so no daemon is passed.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -235,21 +234,33 @@ def test_command_line_without_packages_or_excludes() -> None:
     assert cmd[-3:] == ["trixie", "/o.tar", "deb http://deb.debian.org/debian trixie main"]
 
 
-def test_import_changes_quote_env_cmd_and_labels() -> None:
-    changes = recipe.changes(parse(GOOD), {"envkit.stack": "demo", "envkit.key": 'k"1'})
-    assert changes == [
-        'ENV GREETING="hello world"',
-        'ENV LANG="C.UTF-8"',
-        'CMD ["/bin/sh", "-c", "echo hi"]',
-        "WORKDIR /srv/app",
-        'LABEL "envkit.key"="k\\"1"',
-        'LABEL "envkit.stack"="demo"',
-    ]
-    assert json.loads(changes[2].removeprefix("CMD ")) == ["/bin/sh", "-c", "echo hi"]
+def test_image_config_carries_env_cmd_workdir_labels_and_the_snapshot_time() -> None:
+    r = parse(GOOD)
+    config = recipe.image_config(r, {"envkit.stack": "demo", "envkit.key": 'k"1'}, "linux/amd64", "sha256:ab")
+    run = config["config"]
+    assert run["Env"] == ["GREETING=hello world", "LANG=C.UTF-8"]
+    assert run["Cmd"] == ["/bin/sh", "-c", "echo hi"]
+    assert run["WorkingDir"] == "/srv/app"
+    assert run["Labels"] == {"envkit.key": 'k"1', "envkit.stack": "demo"}
+    assert config["rootfs"] == {"type": "layers", "diff_ids": ["sha256:ab"]}
+    assert (config["os"], config["architecture"]) == ("linux", "amd64")
+    epoch = r.source_date_epoch()
+    expected = (
+        "1970-01-01T00:00:00Z"
+        if epoch is None
+        else datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    assert config["created"] == expected
 
 
-def test_import_changes_of_a_minimal_recipe_are_only_labels() -> None:
-    assert recipe.changes(parse(MINIMAL), {"envkit.stack": "s"}) == ['LABEL "envkit.stack"="s"']
+def test_image_config_of_a_minimal_recipe_has_only_labels() -> None:
+    run = recipe.image_config(parse(MINIMAL), {"envkit.stack": "s"}, "linux/arm64", "sha256:ab")["config"]
+    assert run == {"Env": None, "Cmd": None, "WorkingDir": "", "Labels": {"envkit.stack": "s"}}
+
+
+def test_image_config_is_created_at_the_snapshot_time() -> None:
+    r = parse(MINIMAL + 'snapshot = "20240101T000000Z"\n')
+    assert recipe.image_config(r, {}, "linux/amd64", "sha256:ab")["created"] == "2024-01-01T00:00:00Z"
 
 
 @pytest.mark.parametrize("snapshot", ["20240101T000000Z", "20261125T123456Z", "19991231T235959Z"])
@@ -307,7 +318,7 @@ def test_missing_mmdebstrap_says_how_to_install_it(tmp_path: Path, monkeypatch: 
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(BuildError) as caught:
-        recipe.build(None, "base", parse(GOOD), {}, Notes())
+        recipe.build(None, "base", parse(GOOD), {}, Notes(), facts=None)
     err = caught.value
     assert err.image == "base"
     assert "apt-get install mmdebstrap" in str(err)
@@ -325,7 +336,7 @@ def test_a_pinned_version_gone_from_the_mirror_asks_for_a_relock(fake_bin: Path)
     progress = Notes()
     r = parse(MINIMAL + '[packages]\nfoo = "1.0"\nlibbar1 = "2:3.4-5"\n')
     with pytest.raises(BuildError) as caught:
-        recipe.build(None, "base", r, {}, progress)
+        recipe.build(None, "base", r, {}, progress, facts=None)
     err = caught.value
     message = str(err)
     assert "foo 1.0" in message and "libbar1 2:3.4-5" in message
@@ -346,7 +357,7 @@ def test_mmdebstrap_failure_reports_exit_code_and_output_tail(fake_bin: Path) ->
     )
     progress = Notes()
     with pytest.raises(BuildError) as caught:
-        recipe.build(None, "base", parse(GOOD), {}, progress)
+        recipe.build(None, "base", parse(GOOD), {}, progress, facts=None)
     err = caught.value
     assert "exit code 2" in err.reason
     assert len(err.build_log) == recipe.LOG_TAIL  # the tail only; blank lines are dropped
@@ -363,7 +374,7 @@ def test_no_snapshot_leaves_source_date_epoch_alone(fake_bin: Path, monkeypatch:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     fake_mmdebstrap(fake_bin, 'echo "epoch=${SOURCE_DATE_EPOCH-unset}"\nexit 3\n')
     with pytest.raises(BuildError) as caught:
-        recipe.build(None, "base", parse(MINIMAL), {}, Notes())
+        recipe.build(None, "base", parse(MINIMAL), {}, Notes(), facts=None)
     assert caught.value.build_log == ["epoch=unset"]
     assert "exit code 3" in caught.value.reason
 
@@ -373,7 +384,7 @@ def test_build_closes_the_pipe_it_reads_mmdebstrap_from(
 ) -> None:
     fake_mmdebstrap(fake_bin, "echo working\nexit 2\n")
     with pytest.raises(BuildError):
-        recipe.build(None, "base", parse(MINIMAL), {}, Notes())
+        recipe.build(None, "base", parse(MINIMAL), {}, Notes(), facts=None)
     [proc] = popens
     assert proc.returncode == 2
     assert proc.stdout is not None
