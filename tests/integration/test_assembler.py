@@ -1,0 +1,276 @@
+"""envkit's assembler against the classic builder, on the real daemon.
+
+Every case of the corpus (tests/integration/assembler_corpus.py) is built both
+ways from the same key's inputs: by the classic builder (the context envkit
+sends, as ``docker build`` would) and by envkit's assembler. The two images
+must hold the same files (path, type, mode, owner, size, content, link target:
+read back through ``docker export`` of a container created, never started, from
+each) and the same config (Env, Cmd, Entrypoint, WorkingDir, User,
+ExposedPorts, Volumes, StopSignal, Healthcheck, Shell, and the labels other
+than envkit's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from conftest import Project
+
+import envkit.images.build
+from envkit.config.find import load
+from envkit.docker import labels
+from envkit.docker.engine import Daemon
+from envkit.images import assemble, classic
+from envkit.images.facts import FactsCache
+from envkit.progress import Silent
+from integration.assembler_corpus import CASES, PARENT, PARENT_FILES, Case, FileValue
+
+pytestmark = pytest.mark.docker
+
+CONFIG_FIELDS = (
+    "Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes", "StopSignal",
+    "Healthcheck", "Shell", "Labels",
+)  # fmt: skip
+
+
+def write_files(root: Path, files: dict[str, FileValue]) -> None:
+    for relative, value in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(value, str) and value.startswith("-> "):
+            os.symlink(value[3:], path)
+            continue
+        text, mode = (value, 0o644) if isinstance(value, str) else value
+        path.write_text(text)
+        path.chmod(mode)
+
+
+def write_case(project: Project, case: Case) -> None:
+    def fill(text: str) -> str:
+        return text.replace("{base}", project.base).replace("{stack}", project.stack)
+
+    entry = ["[images.case]"]
+    if case.args:
+        pairs = ", ".join(f'{k} = "{fill(v)}"' for k, v in case.args.items())
+        entry.append(f"args = {{ {pairs} }}")
+    if case.target:
+        entry.append(f'target = "{case.target}"')
+    parent = "[images.parent]\n" if case.parent else ""
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n{parent}' + "\n".join(entry) + "\n")
+    project.write("images/case/Dockerfile", fill(case.dockerfile))
+    write_files(project.root / "images/case", case.files)
+    if case.ignore is not None:
+        project.write("images/case/.dockerignore", case.ignore)
+    if case.parent:
+        project.write("images/parent/Dockerfile", fill(PARENT))
+        write_files(project.root / "images/parent", PARENT_FILES)
+
+
+def build_both_ways(project: Project, tmp_path: Path) -> tuple[str, str]:
+    """The case's image by the classic builder and by the assembler: their IDs."""
+    daemon = Daemon()
+    try:
+        config = load(project.root)
+        if "parent" in config.images:
+            envkit.images.build.ensure(config, daemon, names=["parent"])
+        the_plan = envkit.images.build.plan(config, daemon, names=["case"])
+        spec, inputs = config.images["case"], the_plan.inputs["case"]
+        parents = {name: the_plan.tag(name) for name in spec.parents}
+        image_labels = {labels.PROJECT: project.stack}
+        by_classic = classic.build(
+            daemon, spec, inputs, parents=parents, labels=image_labels, progress=Silent()
+        )
+        by_envkit = assemble.build(
+            daemon,
+            spec,
+            inputs,
+            parents=parents,
+            labels=image_labels,
+            facts=FactsCache(tmp_path / "facts"),
+            platform=inputs.platform,
+            stall=None,
+        )
+        return by_classic, by_envkit
+    finally:
+        daemon.close()
+
+
+def files_of(client: docker.APIClient, image: str, stack: str) -> dict[str, tuple[Any, ...]]:
+    """Every file of ``image``: path -> (type, mode, uid, gid, size, sha256, link target).
+
+    Read through ``docker export`` of a container created (never started) from it.
+    """
+    container = client.create_container(image, command=["/nothing"], labels={labels.PROJECT: stack})
+    try:
+        with tempfile.TemporaryFile() as out:
+            for chunk in client.export(container["Id"]):
+                out.write(chunk)
+            out.seek(0)
+            found: dict[str, tuple[Any, ...]] = {}
+            with tarfile.open(fileobj=out) as tar:
+                for info in tar:
+                    digest = ""
+                    if info.isreg():
+                        extracted = tar.extractfile(info)
+                        assert extracted is not None
+                        digest = hashlib.sha256(extracted.read()).hexdigest()[:16]
+                    found["/" + info.name.strip("/")] = (
+                        info.type, oct(info.mode), info.uid, info.gid, info.size if info.isreg() else 0,
+                        digest, info.linkname,
+                    )  # fmt: skip
+            return found
+    finally:
+        client.remove_container(container["Id"], force=True)
+
+
+def config_of(client: docker.APIClient, image: str) -> dict[str, Any]:
+    config = client.inspect_image(image)["Config"] or {}
+    out = {name: config.get(name) for name in CONFIG_FIELDS}
+    out["Labels"] = {k: v for k, v in (out["Labels"] or {}).items() if not k.startswith("envkit.")}
+    return {k: v or None for k, v in out.items()}  # an empty list, map or string is no value
+
+
+def differences(left: dict[str, Any], right: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}: classic {left.get(key)!r} != assembled {right.get(key)!r}"
+        for key in sorted(set(left) | set(right))
+        if left.get(key) != right.get(key)
+    ]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_assembled_image_equals_the_classic_builders(
+    case: Case, project: Project, docker_client: docker.APIClient, tmp_path: Path
+) -> None:
+    write_case(project, case)
+    by_classic, by_envkit = build_both_ways(project, tmp_path)
+    file_diff = differences(
+        files_of(docker_client, by_classic, project.stack), files_of(docker_client, by_envkit, project.stack)
+    )
+    assert file_diff == [], "\n".join(file_diff)
+    config_diff = differences(config_of(docker_client, by_classic), config_of(docker_client, by_envkit))
+    assert config_diff == [], "\n".join(config_diff)
+
+
+def test_the_corpus_covers_what_the_issue_names() -> None:
+    """scratch, a stack parent, an external base, a multi-stage target, --chown, wildcards, an
+    ignored file: each is in the corpus at least once, and there are 30 cases or more."""
+    texts = {c.id: c.dockerfile for c in CASES}
+    assert len(CASES) >= 30
+    assert any(t.startswith("FROM scratch") for t in texts.values())
+    assert any(c.parent for c in CASES)
+    assert any("FROM {base}" in t for t in texts.values())
+    assert any(c.target and c.dockerfile.count("FROM ") > 1 for c in CASES)
+    assert any("--chown" in t for t in texts.values())
+    assert any(ch in t for t in texts.values() for ch in "*?[")
+    assert any(c.ignore for c in CASES)
+
+
+# --------------------------------------------------------------------------- no container, no builder
+
+
+class Events:
+    """The daemon's container events while a block runs (a thread reads the event stream)."""
+
+    def __init__(self, client: docker.APIClient) -> None:
+        self.client = client
+        self.seen: list[dict[str, Any]] = []
+
+    def __enter__(self) -> Events:
+        self.since = time.time() - 1
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        until = time.time() + 1
+        time.sleep(1.1)  # the daemon's event log is written as things happen: let it catch up
+        stream = self.client.events(since=self.since, until=until, decode=True)
+        self.seen = list(stream)
+
+
+def test_an_assembled_build_starts_no_container_and_calls_no_builder(
+    project: Project, docker_client: docker.APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
+    project.write(
+        "images/app/Dockerfile",
+        f'FROM {project.base}\nENV A=1\nWORKDIR /app\nCOPY . .\nUSER 1000\nCMD ["sh"]\n',
+    )
+    write_files(project.root / "images/app", {"main.py": "print(1)\n", "lib/x.py": ""})
+    daemon = Daemon()
+    builder_calls: list[Any] = []
+    lock = threading.Lock()
+
+    def no_builder(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            builder_calls.append(args)
+        raise AssertionError("the classic builder was called")
+
+    monkeypatch.setattr(daemon, "build", no_builder)
+    try:
+        with Events(docker_client) as events:
+            [result] = envkit.images.build.ensure(load(project.root), daemon)
+    finally:
+        daemon.close()
+    assert result.status == "built" and result.builder == "assembler"
+    assert builder_calls == []
+    containers = [e for e in events.seen if e.get("Type") == "container"]
+    assert containers == [], f"an assembled build touched containers: {containers}"
+    loads = [e for e in events.seen if e.get("Type") == "image" and e.get("Action") == "load"]
+    assert loads, "the image was not loaded (the events cannot be read?)"
+    found = docker_client.inspect_image(result.tag)
+    assert found["Config"]["Labels"][labels.BUILDER] == "assembler"
+
+
+def test_a_dockerfile_with_run_goes_to_the_classic_builder_and_explain_says_why(project: Project) -> None:
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n[images.plain]\n')
+    project.write("images/app/Dockerfile", f"FROM {project.base}\nCOPY . /app/\nRUN true\n")
+    project.write("images/app/a.txt", "a")
+    project.write("images/plain/Dockerfile", f"FROM {project.base}\nCOPY . /app/\n")
+    project.write("images/plain/a.txt", "a")
+    data = {d["image"]: d for d in json.loads(project.cli("build", "--json", check=True).stdout)}
+    assert data["app"]["builder"] == "classic"
+    assert "RUN at line 3" in data["app"]["builder_reason"]
+    assert data["plain"]["builder"] == "assembler"
+    text = project.cli("build", "--explain", check=True).stdout
+    assert "classic builder: RUN at line 3 needs the classic builder" in text
+    assert "assembler" in text
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "files", "why"),
+    [
+        ("FROM {base}\nADD pack.tar /x/\n", "tar", "ADD of the archive"),
+        ("FROM {base}\nCOPY --chown=nobody a.txt /x/\n", "a", "names a user or group"),
+        ("FROM {base}\nCOPY missing*.txt /x/\n", "a", "matches nothing"),
+    ],
+    ids=["add-archive", "chown-by-name", "no-match"],
+)
+def test_what_the_assembler_cannot_do_the_classic_builder_does(
+    project: Project, docker_client: docker.APIClient, dockerfile: str, files: str, why: str
+) -> None:
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
+    project.write("images/app/Dockerfile", dockerfile.replace("{base}", project.base))
+    project.write("images/app/a.txt", "a")
+    if files == "tar":
+        with tarfile.open(project.root / "images/app/pack.tar", "w") as tar:
+            tar.add(project.root / "images/app/a.txt", arcname="inside.txt")
+    proc = project.cli("build", "--json")
+    if why == "matches nothing":  # the classic builder fails it too, naming the source
+        assert proc.returncode != 0 and "missing" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    [data] = json.loads(proc.stdout)
+    assert data["builder"] == "classic"
+    assert why in data["builder_reason"]
+    assert docker_client.inspect_image(data["tag"])["Config"]["Labels"][labels.BUILDER] == "classic"
