@@ -66,12 +66,19 @@ def _context() -> tuple[Settings, StackConfig, Daemon]:
     return settings, config, Daemon(cache_dir=settings.cache_dir)
 
 
+BUILDER_NAMES = {
+    "assembler": "envkit's assembler",
+    "classic": "the classic builder",
+    "recipe": "mmdebstrap (a Debian recipe)",
+}
+
+
 @task(
     iterable=["image"],
     help={
         "image": "build only this image (and its parents); repeatable",
-        "explain": "for every image, say why it was rebuilt or that it was cached",
-        "json": "print one JSON list on stdout: image, key, tag, status, seconds",
+        "explain": "for every image, say why it was rebuilt or that it was cached, and which builder made it",
+        "json": "print one JSON list on stdout: image, key, tag, status, seconds, reasons, builder",
         "quiet": "print nothing but errors (and the JSON, with --json)",
         "pull": "pull policy for external base images: missing (default), always or never",
         "jobs": "how many independent images to build at once (default 4)",
@@ -121,6 +128,9 @@ def build(
         if explain:
             for reason in r.reasons or ["inputs unchanged since the last build"]:
                 print(f"{'':<{width}}    - {reason}")
+            if r.builder:
+                by = BUILDER_NAMES.get(r.builder, r.builder)
+                print(f"{'':<{width}}    - made by {by}: {r.builder_reason}")
     built = sum(r.status == "built" for r in results)
     print(
         f"{len(results)} images: {built} built, {len(results) - built} cached "

@@ -17,14 +17,13 @@ import json
 import os
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-from conftest import Project
+from conftest import Project, import_busybox
 
 import envkit.images.build
 from envkit.config.find import load
@@ -200,22 +199,23 @@ class Events:
 def test_an_assembled_build_starts_no_container_and_calls_no_builder(
     project: Project, docker_client: docker.APIClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a base of this test's own: any container made from it (a builder's step) is this test's
+    base = import_busybox(docker_client, f"envkit-test/{project.stack}", "base", project.stack)
+    base_id = docker_client.inspect_image(base)["Id"]
     project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
     project.write(
-        "images/app/Dockerfile",
-        f'FROM {project.base}\nENV A=1\nWORKDIR /app\nCOPY . .\nUSER 1000\nCMD ["sh"]\n',
+        "images/app/Dockerfile", f'FROM {base}\nENV A=1\nWORKDIR /app\nCOPY . .\nUSER 1000\nCMD ["sh"]\n'
     )
     write_files(project.root / "images/app", {"main.py": "print(1)\n", "lib/x.py": ""})
     daemon = Daemon()
     builder_calls: list[Any] = []
-    lock = threading.Lock()
+    original = daemon.build
 
-    def no_builder(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            builder_calls.append(args)
-        raise AssertionError("the classic builder was called")
+    def counted_build(*args: Any, **kwargs: Any) -> Any:
+        builder_calls.append(args)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(daemon, "build", no_builder)
+    monkeypatch.setattr(daemon, "build", counted_build)
     try:
         with Events(docker_client) as events:
             [result] = envkit.images.build.ensure(load(project.root), daemon)
@@ -223,12 +223,21 @@ def test_an_assembled_build_starts_no_container_and_calls_no_builder(
         daemon.close()
     assert result.status == "built" and result.builder == "assembler"
     assert builder_calls == []
-    containers = [e for e in events.seen if e.get("Type") == "container"]
-    assert containers == [], f"an assembled build touched containers: {containers}"
+    ours = [
+        e
+        for e in events.seen
+        if e.get("Type") == "container"
+        and (
+            e.get("from") == base_id
+            or (e.get("Actor") or {}).get("Attributes", {}).get(labels.PROJECT) == project.stack
+        )
+    ]
+    assert ours == [], f"an assembled build made containers: {ours}"
     loads = [e for e in events.seen if e.get("Type") == "image" and e.get("Action") == "load"]
     assert loads, "the image was not loaded (the events cannot be read?)"
     found = docker_client.inspect_image(result.tag)
     assert found["Config"]["Labels"][labels.BUILDER] == "assembler"
+    assert found["RootFS"]["Layers"][0] == docker_client.inspect_image(base_id)["RootFS"]["Layers"][0]
 
 
 def test_a_dockerfile_with_run_goes_to_the_classic_builder_and_explain_says_why(project: Project) -> None:
@@ -250,7 +259,7 @@ def test_a_dockerfile_with_run_goes_to_the_classic_builder_and_explain_says_why(
     ("dockerfile", "files", "why"),
     [
         ("FROM {base}\nADD pack.tar /x/\n", "tar", "ADD of the archive"),
-        ("FROM {base}\nCOPY --chown=nobody a.txt /x/\n", "a", "names a user or group"),
+        ("FROM {base}\nCOPY passwd group /etc/\nCOPY --chown=nobody a.txt /x/\n", "a", "names a user or group"),
         ("FROM {base}\nCOPY missing*.txt /x/\n", "a", "matches nothing"),
     ],
     ids=["add-archive", "chown-by-name", "no-match"],
@@ -261,6 +270,8 @@ def test_what_the_assembler_cannot_do_the_classic_builder_does(
     project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
     project.write("images/app/Dockerfile", dockerfile.replace("{base}", project.base))
     project.write("images/app/a.txt", "a")
+    project.write("images/app/passwd", "root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+    project.write("images/app/group", "root:x:0:\nnobody:x:65534:\n")
     if files == "tar":
         with tarfile.open(project.root / "images/app/pack.tar", "w") as tar:
             tar.add(project.root / "images/app/a.txt", arcname="inside.txt")
