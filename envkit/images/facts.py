@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,10 @@ def apply_layer(tree: dict[str, Node], entries: Iterable[tarfile.TarInfo]) -> No
         tree[path] = Node(kind, info.mode & 0o7777, info.uid, info.gid, info.linkname if kind == "l" else "")
 
 
+_READING: dict[str, threading.Lock] = {}  # image ID -> held while one thread reads that image
+_READING_LOCK = threading.Lock()
+
+
 class FactsCache:
     """Image facts by image ID, in ``<cache>/images/<id>.json``."""
 
@@ -108,14 +113,23 @@ class FactsCache:
             pass  # a cache: the next assembly reads the image again
 
     def get(self, daemon: Daemon, image_id: str, *, stall: float | None) -> ImageFacts:
-        """The facts of ``image_id``, read from the cache or, once, from the image itself."""
+        """The facts of ``image_id``, read from the cache or, once, from the image itself (images
+        built side by side on one parent wait for one read of it)."""
+        with _READING_LOCK:
+            reading = _READING.setdefault(image_id, threading.Lock())
+        with reading:
+            known = self._cached(image_id)
+            if known is not None:
+                return known
+            facts = read_image(daemon.save(image_id, stall=stall))
+            self.put(image_id, facts)
+            return facts
+
+    def _cached(self, image_id: str) -> ImageFacts | None:
         try:
             return ImageFacts.from_json(json.loads(self._path(image_id).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        facts = read_image(daemon.save(image_id, stall=stall))
-        self.put(image_id, facts)
-        return facts
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
 
 class _Chunks(io.RawIOBase):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -23,7 +25,7 @@ from typing import Any
 
 import docker
 import pytest
-from conftest import Project, import_busybox
+from conftest import Project, import_busybox, remove_stack_images
 
 import envkit.images.build
 from envkit.config.find import load
@@ -33,6 +35,7 @@ from envkit.images import assemble, classic
 from envkit.images.facts import FactsCache
 from envkit.progress import Silent
 from integration.assembler_corpus import CASES, PARENT, PARENT_FILES, Case, FileValue
+from integration.test_recipe_build import RECIPE, FakeMmdebstrap
 
 pytestmark = pytest.mark.docker
 
@@ -259,7 +262,11 @@ def test_a_dockerfile_with_run_goes_to_the_classic_builder_and_explain_says_why(
     ("dockerfile", "files", "why"),
     [
         ("FROM {base}\nADD pack.tar /x/\n", "tar", "ADD of the archive"),
-        ("FROM {base}\nCOPY passwd group /etc/\nCOPY --chown=nobody a.txt /x/\n", "a", "names a user or group"),
+        (
+            "FROM {base}\nCOPY passwd group /etc/\nCOPY --chown=nobody a.txt /x/\n",
+            "a",
+            "names a user or group",
+        ),
         ("FROM {base}\nCOPY missing*.txt /x/\n", "a", "matches nothing"),
     ],
     ids=["add-archive", "chown-by-name", "no-match"],
@@ -285,3 +292,62 @@ def test_what_the_assembler_cannot_do_the_classic_builder_does(
     assert data["builder"] == "classic"
     assert why in data["builder_reason"]
     assert docker_client.inspect_image(data["tag"])["Config"]["Labels"][labels.BUILDER] == "classic"
+
+
+# --------------------------------------------------------------------------- reproducible
+
+
+def image_ids(client: docker.APIClient, built: list[dict[str, Any]]) -> dict[str, str]:
+    return {d["image"]: client.inspect_image(d["tag"])["Id"] for d in built}
+
+
+@pytest.fixture
+def mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMmdebstrap:
+    """A stand-in for mmdebstrap first on PATH: it writes the busybox rootfs (see test_recipe_build)."""
+    the_fake = FakeMmdebstrap(tmp_path / "fake-mmdebstrap")
+    monkeypatch.setenv("PATH", f"{the_fake.bin}{os.pathsep}{os.environ['PATH']}")
+    return the_fake
+
+
+def test_the_same_keys_give_the_same_images_from_another_path_umask_cache_and_time(
+    project: Project, mmdebstrap: FakeMmdebstrap, docker_client: docker.APIClient, tmp_path: Path
+) -> None:
+    """Every assembled and recipe image: removed, then rebuilt from a copy of the checkout at
+    another path, written and built under umask 077, with another cache and state, later."""
+    project.write(
+        "envkit.toml",
+        f'[stack]\nname = "{project.stack}"\n\n[images.base]\nrecipe = "recipe.toml"\n\n'
+        "[images.app]\n[images.tiny]\n[images.external]\n",
+    )
+    project.write("images/base/recipe.toml", RECIPE)
+    project.write("images/app/Dockerfile", 'FROM base\nWORKDIR /srv/app\nCOPY . .\nUSER 1000\nCMD ["sh"]\n')
+    write_files(project.root / "images/app", {"app.py": "print(1)\n", "run.sh": ("#!/bin/sh\n", 0o755)})
+    project.write("images/tiny/Dockerfile", "FROM scratch\nCOPY . /\n")
+    write_files(project.root / "images/tiny", {"data/a.txt": "a", "link": "-> data/a.txt"})
+    project.write("images/external/Dockerfile", f"FROM {project.base}\nCOPY . /x/\nENV X=1\n")
+    project.write("images/external/x.txt", "x")
+    first = json.loads(project.cli("build", "--json", check=True).stdout)
+    assert {d["image"]: d["builder"] for d in first} == {
+        "base": "recipe", "app": "assembler", "tiny": "assembler", "external": "assembler",
+    }  # fmt: skip
+    before = image_ids(docker_client, first)
+    remove_stack_images(docker_client, project.stack)
+    time.sleep(1.1)  # another second on the clock
+
+    elsewhere = tmp_path / "another" / "place" / "checkout"
+    elsewhere.parent.mkdir(parents=True)
+    env = {**project.env(), "ENVKIT_ROOT": str(elsewhere), "XDG_CACHE_HOME": str(tmp_path / "other-cache")}
+    script = f'umask 077 && cp -R {project.root} {elsewhere} && rm -rf {elsewhere}/.envkit* && exec "$@"'
+    proc = subprocess.run(
+        ["sh", "-c", script, "sh", sys.executable, "-m", "envkit", "build", "--json"],
+        cwd=elsewhere.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert oct((elsewhere / "images/app/app.py").stat().st_mode & 0o777) == "0o600"  # the umask held
+    second = json.loads(proc.stdout)
+    assert {d["image"]: d["status"] for d in second} == dict.fromkeys(before, "built")
+    assert image_ids(docker_client, second) == before
