@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ from envkit.errors import StateError
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 
 FORMAT = 1
+KEEP = 32  # facts files kept: the least recently used go first (a Debian rootfs's is ~2 MB)
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
@@ -110,7 +112,17 @@ class FactsCache:
             ensure_private_dir(self.directory)
             atomic_write_text(self._path(image_id), json.dumps(facts.to_json(), separators=(",", ":")))
         except StateError:
-            pass  # a cache: the next assembly reads the image again
+            return  # a cache: the next assembly reads the image again
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the :data:`KEEP` most recently used files (a read counts as a use)."""
+        try:
+            known = [(p.stat().st_mtime, p) for p in self.directory.glob("*.json")]
+        except OSError:
+            return
+        for _, path in sorted(known, reverse=True)[KEEP:]:
+            path.unlink(missing_ok=True)
 
     def get(self, daemon: Daemon, image_id: str, *, stall: float | None) -> ImageFacts:
         """The facts of ``image_id``, read from the cache or, once, from the image itself (images
@@ -126,10 +138,13 @@ class FactsCache:
             return facts
 
     def _cached(self, image_id: str) -> ImageFacts | None:
+        path = self._path(image_id)
         try:
-            return ImageFacts.from_json(json.loads(self._path(image_id).read_text(encoding="utf-8")))
+            facts = ImageFacts.from_json(json.loads(path.read_text(encoding="utf-8")))
+            os.utime(path)  # used now: kept longer
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+        return facts
 
 
 class _Chunks(io.RawIOBase):

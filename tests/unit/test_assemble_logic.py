@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from envkit.config.model import ImageSpec
 from envkit.images import archive
 from envkit.images.assemble import CannotAssemble, _duration, _glob, _healthcheck, _ports, verdict
-from envkit.images.facts import ImageFacts, Node, apply_layer
+from envkit.images.facts import FactsCache, ImageFacts, Node, apply_layer
 from envkit.images.words import WordError, json_list, pairs, split, word, words
 
 ENV = {"SET": "yes", "EMPTY": "", "DIR": "/opt/x"}
@@ -221,3 +222,61 @@ def test_the_config_is_written_one_way_and_named_by_its_digest() -> None:
     assert one == two == '{"a":{"x":"é","y":[1,2]},"b":1}'.encode()
     assert archive.image_id(one).startswith("sha256:") and len(archive.image_id(one)) == 71
     assert archive.timestamp(1704067200) == "2024-01-01T00:00:00Z"
+
+
+def _saved_image() -> list[bytes]:
+    """A docker save stream of a one-layer image: a directory and a file."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        tar.addfile(_entry("etc", tarfile.DIRTYPE, 0o755))
+        info = _entry("etc/passwd")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"root"))
+    out = io.BytesIO()
+    documents = {
+        "manifest.json": b'[{"Config": "c.json", "RepoTags": null, "Layers": ["l/layer.tar"]}]',
+        "c.json": b'{"config": {"Env": ["A=1"]}}',
+    }
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in [*documents.items(), ("l/layer.tar", layer.getvalue())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = out.getvalue()
+    return [raw[i : i + 1000] for i in range(0, len(raw), 1000)]
+
+
+class _Saving:
+    def __init__(self) -> None:
+        self.saves = 0
+
+    def save(self, image: str, *, stall: float | None) -> Iterator[bytes]:
+        self.saves += 1
+        return iter(_saved_image())
+
+
+def test_facts_are_read_once_from_docker_save_then_from_the_cache(tmp_path: Path) -> None:
+    cache, daemon = FactsCache(tmp_path), _Saving()
+    facts = cache.get(daemon, "sha256:abc", stall=None)  # type: ignore[arg-type]
+    assert facts.config == {"config": {"Env": ["A=1"]}}
+    assert facts.tree == {"etc": Node("d", 0o755, 0, 0), "etc/passwd": Node("f", 0o644, 0, 0)}
+    assert cache.get(daemon, "sha256:abc", stall=None) == facts  # type: ignore[arg-type]
+    assert daemon.saves == 1
+    (tmp_path / "images" / "abc.json").write_text("{not json")  # a broken cache file: read again
+    assert cache.get(daemon, "sha256:abc", stall=None) == facts  # type: ignore[arg-type]
+    assert daemon.saves == 2
+
+
+def test_the_facts_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    import os
+
+    from envkit.images import facts as facts_module
+
+    cache = FactsCache(tmp_path)
+    for n in range(facts_module.KEEP + 5):
+        cache.put(f"sha256:{n:04d}", ImageFacts({}, {}))
+        os.utime(tmp_path / "images" / f"{n:04d}.json", (1000 + n, 1000 + n))
+    cache.put("sha256:last", ImageFacts({}, {}))
+    kept = {p.stem for p in (tmp_path / "images").glob("*.json")}
+    assert len(kept) == facts_module.KEEP
+    assert "last" in kept and "0000" not in kept and f"{facts_module.KEEP + 4:04d}" in kept
