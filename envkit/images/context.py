@@ -1,7 +1,7 @@
 """A build context as Docker sees it: the paths its ignore rules let through.
 
 The rules are Docker's (``<Dockerfile>.dockerignore`` wins over the context's
-``.dockerignore``; negations included; :mod:`envkit.docker.ignore`). The walk
+``.dockerignore``; negations included; :mod:`envkit.images.ignore`). The walk
 is one ``scandir`` pass that prunes excluded directories unless a negation may
 re-include something below them. A context whose rules and directories did
 not change since the last walk is not walked again (:class:`StatCache`).
@@ -20,23 +20,32 @@ from pathlib import Path
 
 from envkit.config.model import ImageSpec
 from envkit.errors import ConfigError
+from envkit.images.ignore import IgnoreRules, read_patterns
 from envkit.images.statcache import StatCache
 
 TICK = 2.0  # seconds between progress notes of a long context walk
 
 
 def ignore_patterns(spec: ImageSpec) -> list[str]:
-    """The ignore rules Docker applies: ``<Dockerfile>.dockerignore`` first, else the context's."""
+    """The ignore rules Docker applies: ``<Dockerfile>.dockerignore`` first, else the context's.
+
+    The patterns as Docker reads them (:func:`read_patterns`), checked as Docker
+    checks them: one Docker would reject is a :class:`ConfigError` naming the
+    file and the line.
+    """
     candidates = [spec.context / ".dockerignore"]
     if spec.dockerfile is not None:
         candidates.insert(0, Path(f"{spec.dockerfile}.dockerignore"))
     for candidate in candidates:
         if candidate.is_file():
-            try:
-                lines = candidate.read_text(encoding="utf-8").splitlines()
+            try:  # bytes: Docker ends a line at "\n" only, where text mode would also end one at "\r"
+                text = candidate.read_bytes().decode("utf-8")
             except UnicodeDecodeError:
                 raise ConfigError(candidate, "", "not UTF-8 text", "save the ignore file as UTF-8") from None
-            return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+            numbered = read_patterns(text, candidate)
+            patterns = [pattern for _, pattern in numbered]
+            IgnoreRules(patterns, candidate, [line for line, _ in numbered])
+            return patterns
     return []
 
 
@@ -50,7 +59,7 @@ def context_entries(
 
     The rules are Docker's (negations included); the walk is one ``scandir``
     pass that prunes excluded directories unless a negation may re-include
-    something below them, as docker-py's walk does. ``.dockerignore`` itself never reaches the image (the
+    something below them. ``.dockerignore`` itself never reaches the image (the
     builder drops it), and directories in ``skip`` (envkit's state directory)
     are never sent.
 
@@ -83,11 +92,7 @@ def _walk(
     """Included entries, and the signature of every directory that was listed. ``tick`` hears
     the number of entries so far, every :data:`TICK` seconds of a long walk."""
     next_tick = time.monotonic() + TICK
-    rules = None
-    if patterns:
-        from envkit.docker.ignore import IgnoreRules  # imported only when there are rules to match
-
-        rules = IgnoreRules(patterns)
+    rules = IgnoreRules(patterns) if patterns else None
     entries: list[tuple[str, os.stat_result]] = []
     directories = {"": StatCache.dir_signature(os.lstat(context))}
     pending = [("", context)]
