@@ -10,6 +10,7 @@ built). A recipe::
     snapshot = "20261125T000000Z"           # the lock's date: file mtimes, and {snapshot} in sources
     sources = ["deb http://deb.debian.org/debian bookworm main"]
     exclude_paths = ["/usr/share/doc/*"]    # dpkg path-exclude patterns
+    remove_paths = ["/etc/ssl/private/ssl-cert-snakeoil.key"]  # left out of the image
 
     [packages]                              # name = exact version, or "*" for the mirror's current one
     redis-server = "5:7.0.15-1~deb12u10"
@@ -22,6 +23,7 @@ built). A recipe::
 from __future__ import annotations
 
 import calendar
+import posixpath
 import re
 import sys
 import time
@@ -42,7 +44,7 @@ _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _VERSION = re.compile(r"^[A-Za-z0-9.+~:-]+$")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYS = {"debian", "packages", "image"}
-_DEBIAN_KEYS = {"suite", "variant", "snapshot", "sources", "exclude_paths"}
+_DEBIAN_KEYS = {"suite", "variant", "snapshot", "sources", "exclude_paths", "remove_paths"}
 _IMAGE_KEYS = {"env", "cmd", "workdir"}
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important")
 
@@ -62,6 +64,9 @@ class Recipe:
     env: Mapping[str, str]
     cmd: tuple[str, ...]
     workdir: str | None
+    # Paths (with all under them) left out of the rootfs: what package scripts generate at
+    # random on every install (a key, a database cluster) would make every build another image.
+    remove_paths: tuple[str, ...] = ()
 
     def includes(self) -> list[str]:
         """mmdebstrap's --include items: ``name=version`` for each pinned package."""
@@ -111,6 +116,14 @@ def parse(file: Path, text: str, key: str) -> Recipe:
     if any("{snapshot}" in s for s in sources) and snapshot is None:
         raise err("debian.sources", "a source uses {snapshot} but no snapshot is set", "set debian.snapshot")
     excludes = _strings(debian.get("exclude_paths", []), "debian.exclude_paths", err)
+    removes = _strings(debian.get("remove_paths", []), "debian.remove_paths", err)
+    for path in removes:
+        if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
+            raise err(
+                "debian.remove_paths",
+                f"{path!r} is not an absolute, normalised path below /",
+                'write paths such as "/etc/ssl/private/ssl-cert-snakeoil.key"',
+            )
 
     packages: dict[str, str] = {}
     for name, version in _table(data, "packages", err, required=False).items():
@@ -148,6 +161,7 @@ def parse(file: Path, text: str, key: str) -> Recipe:
         snapshot=snapshot,
         sources=tuple(sources),
         exclude_paths=tuple(excludes),
+        remove_paths=tuple(removes),
         packages=packages,
         env=dict(env),
         cmd=tuple(cmd),

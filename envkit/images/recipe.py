@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from envkit.images.facts import FactsCache, Node
 
 LOG_TAIL = 30
+# mmdebstrap copies these from the machine it runs on; Docker provides its own in every
+# container, and the host's would make the image differ from one machine to the next.
+HOST_FILES = ("etc/hostname", "etc/resolv.conf")
 _GONE = re.compile(r"Version '([^']+)' for '([^']+)' was not found")
 
 
@@ -161,44 +165,27 @@ def _load(
     facts: FactsCache,
     stall: float | None,
 ) -> str:
-    """Load mmdebstrap's tar as the image's one layer; its ID.
-
-    The layer is the tar as mmdebstrap wrote it (sorted by name), each header
-    rewritten the one same way: mtimes clamped to the snapshot's time, numeric
-    owners only, and of the extended headers only the file capabilities and
-    other xattrs kept.
-    """
+    """Load mmdebstrap's tar as the image's one layer (see :func:`normalise`); its ID."""
     import tarfile
 
     from envkit.images import archive
     from envkit.images.facts import ImageFacts, apply_layer
 
-    epoch = recipe.source_date_epoch()
-    headers: list[tarfile.TarInfo] = []
     layer_path = rootfs.with_name("layer.tar")
     try:
-        with tarfile.open(rootfs, "r|") as source, archive.LayerWriter(layer_path) as layer:
-            for info in source:
-                if epoch is not None and info.mtime > epoch:
-                    info.mtime = epoch
-                info.mtime = int(info.mtime)
-                info.pax_headers = {
-                    k: v for k, v in info.pax_headers.items() if k.startswith("SCHILY.xattr.")
-                }
-                layer.add(info, source.extractfile(info) if info.isreg() else None)
-                headers.append(info)
+        diff_id, headers = normalise(rootfs, layer_path, recipe)
     except (OSError, tarfile.TarError) as err:
         raise BuildError(image, f"mmdebstrap's rootfs tar cannot be read: {err}") from None
     finally:
         rootfs.unlink(missing_ok=True)  # the layer is its copy: half the disk
-    config = image_config(recipe, labels, daemon.platform, layer.diff_id)
+    config = image_config(recipe, labels, daemon.platform, diff_id)
     raw = archive.config_bytes(config)
     image_id = archive.load(
         daemon,
         image,
         raw,
-        diff_ids=[layer.diff_id],
-        new_layers={layer.diff_id: layer_path},
+        diff_ids=[diff_id],
+        new_layers={diff_id: layer_path},
         workdir=layer_path.parent,
         stall=stall,
     )
@@ -206,6 +193,50 @@ def _load(
     apply_layer(tree, headers)
     facts.put(image_id, ImageFacts(config, tree))
     return image_id
+
+
+def normalise(rootfs: Path, layer_path: Path, recipe: Recipe) -> tuple[str, list[Any]]:
+    """Write mmdebstrap's tar ``rootfs`` as a layer tar at ``layer_path``: its diff id, and the
+    headers written.
+
+    The layer is the tar as mmdebstrap wrote it (sorted by name), each header
+    rewritten the one same way: mtimes clamped to the snapshot's time, numeric
+    owners only, and of the extended headers only the file capabilities and
+    other xattrs kept. The host's files (:data:`HOST_FILES`) and the recipe's
+    ``remove_paths`` (and links to what they hold) are left out.
+    """
+    import tarfile
+
+    from envkit.images.archive import LayerWriter
+
+    epoch = recipe.source_date_epoch()
+    removed = HOST_FILES + tuple(path.strip("/") for path in recipe.remove_paths)
+    headers: list[tarfile.TarInfo] = []
+    with tarfile.open(rootfs, "r|") as source, LayerWriter(layer_path) as layer:
+        for info in source:
+            name = info.name.strip("/").removeprefix("./")
+            if any(name == r or name.startswith(r + "/") for r in removed) or _links_into(info, removed):
+                continue
+            if epoch is not None and info.mtime > epoch:
+                info.mtime = epoch
+            info.mtime = int(info.mtime)
+            info.pax_headers = {k: v for k, v in info.pax_headers.items() if k.startswith("SCHILY.xattr.")}
+            layer.add(info, source.extractfile(info) if info.isreg() else None)
+            headers.append(info)
+    return layer.diff_id, headers
+
+
+def _links_into(info: Any, removed: tuple[str, ...]) -> bool:
+    """Whether ``info`` is a link to a path that is left out: a hard link could not be made, a
+    symlink would dangle (and its name may be machine-made, as a certificate's hash link is)."""
+    if info.islnk():
+        target = str(info.linkname).strip("/").removeprefix("./")
+    elif info.issym():
+        name = info.name.strip("/").removeprefix("./")
+        target = posixpath.normpath(posixpath.join("/", posixpath.dirname(name), info.linkname)).strip("/")
+    else:
+        return False
+    return any(target == r or target.startswith(r + "/") for r in removed)
 
 
 # --- re-locking: pin what the mirror serves now -------------------------------------------------

@@ -389,3 +389,62 @@ def test_build_closes_the_pipe_it_reads_mmdebstrap_from(
     assert proc.returncode == 2
     assert proc.stdout is not None
     assert proc.stdout.closed, "recipe.build leaves mmdebstrap's stdout pipe open (a ResourceWarning)"
+
+
+def test_remove_paths_are_absolute_normalised_paths() -> None:
+    r = parse(MINIMAL + 'remove_paths = ["/etc/ssl/private/k.key", "/var/lib/x"]\n')
+    assert r.remove_paths == ("/etc/ssl/private/k.key", "/var/lib/x")
+    for bad in ('"etc/x"', '"/etc/../x"', '"/"', '"/etc/x/"', "3"):
+        with pytest.raises(ConfigError) as caught:
+            parse(MINIMAL + f"remove_paths = [{bad}]\n")
+        assert "debian.remove_paths" in str(caught.value)
+
+
+def _rootfs(path: Path, entries: list[tuple[str, bytes, str, dict[str, str]]]) -> None:
+    """A tar of (name, type, content or link target, pax headers) entries, mtime 2_000_000_000."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data, pax in entries:
+            info = tarfile.TarInfo(name)
+            info.type, info.mtime, info.pax_headers = kind, 2_000_000_000, pax
+            info.uname = "someone"
+            body = None
+            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                info.linkname = data
+            elif kind == tarfile.REGTYPE:
+                info.size = len(data)
+                body = io.BytesIO(data.encode())
+            tar.addfile(info, body)
+
+
+def test_normalise_leaves_out_host_files_removed_paths_and_links_to_them(tmp_path: Path) -> None:
+    import tarfile
+
+    r = parse(MINIMAL + 'snapshot = "20240101T000000Z"\nremove_paths = ["/etc/ssl/private", "/srv/k"]\n')
+    entries = [
+        ("./etc", tarfile.DIRTYPE, "", {}),
+        ("./etc/hostname", tarfile.REGTYPE, "buildhost\n", {}),
+        ("./etc/resolv.conf", tarfile.REGTYPE, "nameserver 10.0.0.1\n", {}),
+        ("./etc/ssl/private", tarfile.DIRTYPE, "", {}),
+        ("./etc/ssl/private/snakeoil.key", tarfile.REGTYPE, "random", {}),
+        ("./etc/ssl/certs/abcd1234.0", tarfile.SYMTYPE, "../private/snakeoil.key", {}),
+        ("./srv/k", tarfile.REGTYPE, "random too", {}),
+        ("./srv/k-hardlink", tarfile.LNKTYPE, "./srv/k", {}),
+        ("./srv/kept", tarfile.REGTYPE, "kept", {"SCHILY.xattr.security.capability": "x", "comment": "no"}),
+        ("./srv/kept-link", tarfile.SYMTYPE, "kept", {}),
+    ]
+    _rootfs(tmp_path / "a.tar", entries)
+    diff_id, headers = recipe.normalise(tmp_path / "a.tar", tmp_path / "layer-a.tar", r)
+    assert [h.name for h in headers] == ["./etc", "./srv/kept", "./srv/kept-link"]
+    with tarfile.open(tmp_path / "layer-a.tar") as layer:
+        members = layer.getmembers()
+        assert all(m.mtime == r.source_date_epoch() for m in members)  # clamped to the snapshot
+        assert all(m.uname == "" and m.gname == "" for m in members)
+        kept = layer.getmember("./srv/kept")
+        assert kept.pax_headers == {"SCHILY.xattr.security.capability": "x"}
+    # the same rootfs written by another machine (its own hostname): the same layer
+    other = [(n, k, "otherhost\n" if n.endswith("hostname") else d, p) for n, k, d, p in entries]
+    _rootfs(tmp_path / "b.tar", other)
+    assert recipe.normalise(tmp_path / "b.tar", tmp_path / "layer-b.tar", r)[0] == diff_id
