@@ -379,7 +379,8 @@ class Assembler:
         if len(matched) > 1 and not raw_dest.endswith("/") and not self._is_dir(image, dest):
             raise CannotAssemble(f"{ins.keyword} of several sources to {raw_dest!r}: it must end with /")
         entries: dict[str, _Entry] = {}
-        for source in matched:
+        for named in matched:
+            source = self._follow(named)  # the builder follows a source that is a symlink
             kind = self._kind(source)
             if kind == "d":
                 if dest:
@@ -390,7 +391,7 @@ class Assembler:
                         target = posixpath.join(dest, path[len(prefix) :])
                         self._add(image, target, path, owner=(uid, gid), entries=entries)
                 continue
-            target = posixpath.join(dest, posixpath.basename(source)) if into else dest
+            target = posixpath.join(dest, posixpath.basename(named)) if into else dest
             if ins.keyword == "ADD" and kind == "f" and _is_archive(self.spec.context / source):
                 raise CannotAssemble(
                     f"ADD of the archive {source!r} unpacks it: the classic builder does that"
@@ -407,6 +408,22 @@ class Assembler:
             return [clean] if clean in self.inputs.files else []
         pattern = _glob(clean)
         return [p for p in self.inputs.files if pattern.fullmatch(p)]
+
+    def _follow(self, path: str) -> str:
+        """The context path a source names once its symlinks are followed (as the builder does,
+        inside the context only)."""
+        seen: set[str] = set()
+        while path != "." and self._kind(path) == "l":
+            if path in seen or len(seen) > 40:
+                raise CannotAssemble(f"the source {path!r} is a symlink loop")
+            seen.add(path)
+            target = split_entry(self.inputs.files[path])[2]
+            joined = posixpath.normpath(posixpath.join("/", posixpath.dirname(path), target))
+            resolved = joined.strip("/") or "."
+            if resolved != "." and resolved not in self.inputs.files:
+                raise CannotAssemble(f"the source {path!r} is a symlink to {target!r}, not in the context")
+            path = resolved
+        return path
 
     def _kind(self, path: str) -> str:
         if path == ".":

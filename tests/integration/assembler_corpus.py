@@ -161,6 +161,11 @@ CASES: list[Case] = [
         "symlink", "FROM {base}\nCOPY . /app/\n", {"a.txt": "a", "link": "-> a.txt", "dangling": "-> nowhere"}
     ),
     Case(
+        "symlink-source",
+        "FROM {base}\nCOPY link /dst/\nCOPY dirlink /dst2\n",
+        {"a.txt": "a", "link": "-> a.txt", "d/x": "x", "dirlink": "-> d"},
+    ),
+    Case(
         "modes",
         "FROM {base}\nCOPY . /app/\n",
         {"x.sh": ("#!/bin/sh\n", 0o755), "ro.txt": ("r", 0o444), "w.txt": ("w", 0o600)},
