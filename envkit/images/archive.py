@@ -58,6 +58,28 @@ class _Hashing(io.RawIOBase):
         return len(view)
 
 
+class CheckedReader(io.RawIOBase):
+    """Reads at most ``size`` bytes of a file, hashing what passes through."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self._f = f
+        self._left = size
+        self._hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self._left:
+            n = self._left
+        data = self._f.read(n)
+        self._left -= len(data)
+        self._hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        if self._f.read(1):  # grew since it was measured
+            self._hash.update(b"\0")
+        return self._hash.hexdigest()
+
+
 class LayerWriter:
     """A layer tar being written, hashed as it goes: :attr:`diff_id` once closed.
 
@@ -74,7 +96,7 @@ class LayerWriter:
         )
         self.diff_id = ""
 
-    def add(self, info: tarfile.TarInfo, data: IO[bytes] | None = None) -> None:
+    def add(self, info: tarfile.TarInfo, data: IO[bytes] | io.RawIOBase | None = None) -> None:
         info.uname = info.gname = ""
         self._tar.addfile(info, data)
 

@@ -23,9 +23,8 @@ through a symlink, a source that matches nothing...) raises
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
+import os
 import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -566,19 +565,24 @@ def _write_layer(name: str, image: _Image, entries: Mapping[str, _Entry], tmp: P
 
 
 def _add_file(image_name: str, layer: LayerWriter, info: Any, entry: _Entry) -> None:
+    """Add a context file, hashed again as it is written: one that changed since its key was
+    computed fails the build (the layer is thrown away) instead of making a wrong image."""
+    from envkit.images.archive import CheckedReader
+
     assert entry.source is not None
     try:
         with entry.source.open("rb") as f:
-            data = f.read()
-    except OSError as err:
-        raise BuildError(image_name, f"{entry.source} cannot be read: {err.strerror or err}") from None
-    if hashlib.sha256(data).hexdigest() != entry.digest:
+            info.size = os.fstat(f.fileno()).st_size
+            checked = CheckedReader(f, info.size)
+            layer.add(info, checked)
+            unchanged = checked.hexdigest() == entry.digest
+    except OSError:  # deleted or truncated since it was hashed
+        unchanged = False
+    if not unchanged:
         raise BuildError(
             image_name,
             f"{entry.source} changed while the image was being assembled; run the build again",
         )
-    info.size = len(data)
-    layer.add(info, io.BytesIO(data))
 
 
 def _stage_name_of(dockerfile: Dockerfile, chain: Sequence[int], ref: str) -> str | None:

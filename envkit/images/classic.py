@@ -11,7 +11,6 @@ content-addressed tags, and envkit's labels are appended as one ``LABEL``.
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import os
 import tempfile
@@ -21,6 +20,7 @@ from typing import IO
 from envkit.config.model import ImageSpec
 from envkit.docker.engine import Daemon
 from envkit.errors import BuildError, DaemonError
+from envkit.images.archive import CheckedReader
 from envkit.images.digest import Inputs, split_entry
 from envkit.images.dockerfile import parse as parse_dockerfile
 from envkit.progress import Progress
@@ -127,7 +127,7 @@ def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfil
                 try:
                     with open(spec.context / path, "rb") as f:
                         info.size = os.fstat(f.fileno()).st_size
-                        checked = _CheckedReader(f, info.size)
+                        checked = CheckedReader(f, info.size)
                         tar.addfile(info, checked)
                         unchanged = checked.hexdigest() == digest
                 except OSError:  # deleted or truncated since it was hashed
@@ -145,25 +145,3 @@ def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfil
             info = _tarinfo(name, 0o644)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-
-
-class _CheckedReader(io.RawIOBase):
-    """Reads at most ``size`` bytes of a file, hashing what passes through."""
-
-    def __init__(self, f: IO[bytes], size: int) -> None:
-        self._f = f
-        self._left = size
-        self._hash = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        if n < 0 or n > self._left:
-            n = self._left
-        data = self._f.read(n)
-        self._left -= len(data)
-        self._hash.update(data)
-        return data
-
-    def hexdigest(self) -> str:
-        if self._f.read(1):  # grew since it was measured
-            self._hash.update(b"\0")
-        return self._hash.hexdigest()
