@@ -1,7 +1,8 @@
 """A stack as envkit understands it: frozen specs, whatever file they were read from.
 
-The loaders (:mod:`envkit.config.toml` today) validate a stack file and build
-these; everything after config reads only these.
+The loaders (:mod:`envkit.config.toml` for envkit.toml, :mod:`envkit.config.compose`
+for compose files) validate a stack file and build these; everything after config
+reads only these.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from envkit import graph
 from envkit.config.recipe import Recipe
 
 PULL_POLICIES = ("missing", "always", "never")
+# What a service waits for in a service it depends on (compose's names).
+STARTED, HEALTHY, COMPLETED = "service_started", "service_healthy", "service_completed_successfully"
+CONDITIONS = (STARTED, HEALTHY, COMPLETED)
 DEFAULT_START_TIMEOUT = 60.0  # seconds a service may take to become healthy
 
 
@@ -32,6 +36,7 @@ class ImageSpec:
     parents: tuple[str, ...]  # other images of this stack it builds on
     externals: tuple[str, ...]  # image references from outside the stack
     recipe: Recipe | None = None
+    also_tags: tuple[str, ...] = ()  # references the image is tagged with too (compose's build + image)
 
     @property
     def definition(self) -> str:
@@ -45,8 +50,9 @@ class HealthCheck:
 
     ``kind`` is ``cmd`` (run ``cmd`` in the container; exit 0 is healthy),
     ``http`` (GET ``path`` on the published ``port``; a 2xx or 3xx answer),
-    ``tcp`` (the published ``port`` is served) or ``image`` (the image's own
-    Docker HEALTHCHECK, or "running" when it has none).
+    ``tcp`` (the published ``port`` is served), ``image`` (the image's own
+    Docker HEALTHCHECK, or "running" when it has none) or ``none`` (running is
+    enough: compose's ``disable: true`` or ``test: [NONE]``).
     """
 
     kind: str
@@ -61,7 +67,24 @@ class HealthCheck:
             return f"HTTP GET {self.path} on port {self.port}"
         if self.kind == "tcp":
             return f"TCP port {self.port}"
+        if self.kind == "none":
+            return "running (no health check)"
         return "the image's HEALTHCHECK (or running, when it has none)"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A filesystem mounted into a service's container.
+
+    ``kind`` is ``volume`` (``source``: a volume of the stack, see
+    :attr:`StackConfig.volumes`, or "" for an anonymous one), ``bind``
+    (``source``: an absolute host path) or ``tmpfs`` (no source).
+    """
+
+    kind: str
+    target: str
+    source: str = ""
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,12 +93,29 @@ class ServiceSpec:
 
     name: str
     image: str  # an image of this stack, or an external reference
-    ports: tuple[int, ...]
+    ports: tuple[int, ...]  # container ports, each published on 127.0.0.1 at a port the engine picks
     environment: Mapping[str, str]
     command: tuple[str, ...] | None
     depends_on: tuple[str, ...]
     healthcheck: HealthCheck
     start_timeout: float
+    # What it waits for in each of depends_on (one of CONDITIONS); missing: HEALTHY.
+    conditions: Mapping[str, str] = field(default_factory=dict)
+    oneshot: bool = False  # runs to completion (exit 0) instead of staying up; not rerun once done
+    entrypoint: tuple[str, ...] | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    aliases: tuple[str, ...] = ()  # more names it is reached by on the stack's network
+    labels: Mapping[str, str] = field(default_factory=dict)  # the user's own container labels
+    stop_signal: str | None = None
+    tty: bool = False
+    stdin_open: bool = False
+    pull_policy: str | None = None  # for an external image; None: the stack's pull policy
+
+    def condition(self, dependency: str) -> str:
+        """What this service waits for in ``dependency``."""
+        return self.conditions.get(dependency, HEALTHY)
 
 
 @dataclass(frozen=True)
@@ -87,6 +127,9 @@ class StackConfig:
     state_dir: Path
     images: Mapping[str, ImageSpec]
     services: Mapping[str, ServiceSpec] = field(default_factory=dict)
+    volumes: tuple[str, ...] = ()  # named volumes of the stack (created with it, removed with it)
+    files: tuple[Path, ...] = ()  # every file the stack was read from (compose: in merge order)
+    notes: tuple[str, ...] = ()  # what the loader left out or changed, and why
 
     @property
     def id(self) -> str:
