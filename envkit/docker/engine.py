@@ -67,6 +67,14 @@ class Container:
     created: float = 0.0  # when it was created (Unix time)
     networks: tuple[str, ...] = ()  # the networks it is attached to
 
+    @property
+    def exit_code(self) -> int | None:
+        """The code it exited with (``Exited (0) 3 seconds ago``), or None while it has not."""
+        if self.state != "exited" or not self.status.startswith("Exited ("):
+            return None
+        code = self.status[len("Exited (") :].split(")", 1)[0]
+        return int(code) if code.lstrip("-").isdigit() else None
+
     def attached(self, network: str | None) -> bool:
         """Whether it is on ``network`` (a container on no recorded network is taken as attached)."""
         return network is None or network in self.networks
@@ -79,6 +87,12 @@ class Container:
     def unhealthy(self) -> bool:
         """Docker's own health check (the image's HEALTHCHECK) calls it unhealthy."""
         return "(unhealthy)" in self.status
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,16 @@ class ContainerSpec:
     network: str
     aliases: Sequence[str]
     host: str = "127.0.0.1"
+    entrypoint: Sequence[str] | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    # (type, source, target, read only): type "volume" (source "" for an anonymous one),
+    # "bind" (an absolute host path) or "tmpfs"
+    mounts: Sequence[tuple[str, str, str, bool]] = ()
+    stop_signal: str | None = None
+    tty: bool = False
+    stdin_open: bool = False
+    no_healthcheck: bool = False  # the image's own HEALTHCHECK is turned off
 
 
 @dataclass(frozen=True)
@@ -463,9 +487,31 @@ class Daemon(_Connection):
             "HostConfig": {
                 "PortBindings": {f"{p}/tcp": [{"HostIp": spec.host, "HostPort": ""}] for p in spec.ports},
                 "NetworkMode": spec.network,
+                "Mounts": [
+                    {
+                        "Type": kind,
+                        "Target": target,
+                        "ReadOnly": read_only,
+                        **({"Source": source} if source else {}),
+                    }
+                    for kind, source, target, read_only in spec.mounts
+                ],
             },
             "NetworkingConfig": {"EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}},
+            "Tty": spec.tty,
+            "OpenStdin": spec.stdin_open,
         }
+        if spec.no_healthcheck:
+            body["Healthcheck"] = {"Test": ["NONE"]}
+        if spec.entrypoint is not None:
+            body["Entrypoint"] = list(spec.entrypoint)  # [] clears the image's
+        for key, value in (
+            ("User", spec.user),
+            ("WorkingDir", spec.working_dir),
+            ("StopSignal", spec.stop_signal),
+        ):
+            if value is not None:
+                body[key] = value
         created = self._json("POST", "/containers/create", {"name": spec.name}, body=body)
         return str(created["Id"])
 
@@ -543,6 +589,24 @@ class Daemon(_Connection):
     def remove_network(self, network_id: str) -> None:
         """``docker network rm``; one that is already gone is no error."""
         self._json("DELETE", f"/networks/{_path(network_id)}", missing_ok=True)
+
+    # -- volumes -----------------------------------------------------------------------------------
+
+    @_answer_shape
+    def volumes(self, label: str) -> list[Volume]:
+        """``docker volume ls --filter label=LABEL``."""
+        found = (self._json("GET", "/volumes", {"filters": _filters(label)}) or {}).get("Volumes") or []
+        return [Volume(str(v["Name"]), dict(v.get("Labels") or {})) for v in found]
+
+    @_answer_shape
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> str:
+        """``docker volume create`` (one of that name that exists is returned as it is)."""
+        body = {"Name": name, "Driver": "local", "Labels": dict(labels)}
+        return str(self._json("POST", "/volumes/create", body=body)["Name"])
+
+    def remove_volume(self, name: str) -> None:
+        """``docker volume rm --force``; one that is already gone is no error."""
+        self._json("DELETE", f"/volumes/{_path(name)}", {"force": "1"}, missing_ok=True)
 
 
 def _failed(method: str, path: str, err: TransportError, timeout: float | None) -> str:

@@ -2,7 +2,9 @@
 
 ``cmd`` runs in the container (exit 0 is healthy), ``http`` and ``tcp`` run
 from the host through the published port, ``image`` reads Docker's own
-HEALTHCHECK (a container without one is healthy once it runs). The loop
+HEALTHCHECK (a container without one is healthy once it runs), ``none`` asks
+only that it runs. A one-shot service is waited for until it exits
+(:func:`wait_completed`): exit 0 is success. The loop
 (:func:`wait_healthy`) takes its clock and its sleep as arguments, so it is
 tested without waiting.
 """
@@ -106,6 +108,54 @@ def probe_for(
     if check.kind == "tcp":
         return TcpCheck(check.port)
     return ImageCheck(clock)
+
+
+ONESHOT_CHECK = "runs to completion (exit code 0)"
+
+
+def wait_completed(
+    daemon: Daemon,
+    spec: ServiceSpec,
+    cid: str,
+    started: float,
+    *,
+    logs: Callable[[str], list[str]],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait for a one-shot service's container to exit; exit code 0 is success.
+
+    Raises :class:`ServiceUnhealthy` (with the last lines of its log) when it
+    exits with another code, is removed, or still runs ``spec.start_timeout``
+    seconds after ``started``.
+    """
+    deadline = started + spec.start_timeout
+    while True:
+        details = daemon.inspect_container(cid)
+        if details is None:
+            raise ServiceUnhealthy(
+                spec.name, ONESHOT_CHECK, clock() - started, "its container was removed", logs(cid)
+            )
+        if not details.running:
+            if details.exit_code == 0:
+                return
+            error = f" ({details.error})" if details.error else ""
+            raise ServiceUnhealthy(
+                spec.name,
+                ONESHOT_CHECK,
+                clock() - started,
+                f"it exited with code {details.exit_code}{error}",
+                logs(cid),
+            )
+        if clock() >= deadline:
+            raise ServiceUnhealthy(
+                spec.name,
+                ONESHOT_CHECK,
+                clock() - started,
+                f"still running after its start_timeout of {spec.start_timeout:g}s",
+                logs(cid),
+            )
+        sleep(PROBE_INTERVAL)
 
 
 def wait_healthy(

@@ -1,7 +1,8 @@
 """Bringing an acquire's services up, without the state lock held.
 
-Each service starts as soon as what it depends on is healthy (independent
-ones in parallel). A service this holder claimed is created, started and
+Each service starts as soon as what it depends on is ready by its condition
+(independent ones in parallel): started (its container runs), healthy, or,
+for a one-shot service, completed (it exited 0). A service this holder claimed is created, started and
 probed until healthy, and its container, ports and status are recorded under
 the lock; a service another holder is starting is waited for by reading the
 state file, and taken over if that holder dies. A failure is recorded with
@@ -11,13 +12,14 @@ its logs, so every waiter raises the same :class:`ServiceUnhealthy`.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envkit import faults, graph
-from envkit.config.model import StackConfig
+from envkit.config.model import COMPLETED, STARTED, StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import ContainerSpec, Daemon
 from envkit.errors import EnvkitError, ServiceUnhealthy, StackStopped
@@ -30,6 +32,7 @@ from envkit.stack.wanted import Wanted
 
 POLL = 0.05  # seconds between looks at a service another process is starting
 WAIT_SLACK = 30.0  # a waiter's own deadline beyond the service's start_timeout
+READY = ("healthy", "completed")  # a service that is up, or a one-shot that exited 0
 
 
 class Launcher:
@@ -58,13 +61,21 @@ class Launcher:
         self._cancelled = threading.Event()
 
     def run(self, names: Sequence[str]) -> None:
-        """Return once every one of ``names`` is healthy (they come dependencies first).
+        """Return once every one of ``names`` is healthy (or, a one-shot, completed).
 
-        On Ctrl-C the starts under way stop at their next look and are waited
-        for, so that nothing is created after the caller tears the stack down.
+        A service starts once its dependencies are healthy or completed, except
+        those it only needs started (``service_started``): it waits for their
+        containers inside :meth:`settle`. On Ctrl-C the starts under way stop
+        at their next look and are waited for, so that nothing is created after
+        the caller tears the stack down.
         """
+        services = self.config.services
+        order: graph.Graph = {
+            name: tuple(d for d in spec.depends_on if spec.condition(d) != STARTED)
+            for name, spec in services.items()
+        }
         graph.run(
-            self.config.service_graph(),
+            order,
             names,
             self.settle,
             jobs=max(1, len(names)),
@@ -81,10 +92,11 @@ class Launcher:
         spec = self.config.services[name]
         started = time.monotonic()
         deadline = started + spec.start_timeout + WAIT_SLACK
+        self._wait_started([d for d in spec.depends_on if spec.condition(d) == STARTED], deadline)
         noted = False
         while True:
             svc = self._service(self.state_file.read(), name)
-            if svc.status == "healthy":
+            if svc.status in READY:
                 return
             if svc.status == "failed":
                 if svc.error:
@@ -110,6 +122,23 @@ class Launcher:
                     self.objects.logs(svc.container),
                 )
             self._sleep(POLL)
+
+    def _wait_started(self, names: Sequence[str], deadline: float) -> None:
+        """Return once each of ``names`` has a container (or is up already)."""
+        for name in names:
+            while True:
+                svc = self._service(self.state_file.read(), name)
+                if svc.container or svc.status in READY:
+                    break
+                if svc.status == "failed":
+                    error = svc.error or {}
+                    raise ServiceUnhealthy(
+                        name, self.config.services[name].healthcheck.describe(), 0.0,
+                        str(error.get("reason") or "it failed to start"), list(error.get("logs") or []),
+                    )  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise ServiceUnhealthy(name, "started", 0.0, "its container was not started in time")
+                self._sleep(POLL)
 
     def _service(self, state: StackState | None, name: str) -> ServiceState:
         svc = state.services.get(name) if state else None
@@ -161,6 +190,7 @@ class Launcher:
             command=spec.command,
             environment=spec.environment,
             labels={
+                **spec.labels,
                 labels.STACK: self.config.id,
                 labels.PROJECT: self.config.name,
                 labels.SERVICE: name,
@@ -169,8 +199,16 @@ class Launcher:
             },
             ports=spec.ports,
             network=self.config.id,
-            aliases=[name],
+            aliases=[name, *spec.aliases],
             host=HOST,
+            entrypoint=spec.entrypoint,
+            user=spec.user,
+            working_dir=spec.working_dir,
+            mounts=self._mounts(name),
+            stop_signal=spec.stop_signal,
+            tty=spec.tty,
+            stdin_open=spec.stdin_open,
+            no_healthcheck=spec.healthcheck.kind == "none",
         )
         if self._cancelled.is_set():
             raise _Cancelled
@@ -189,9 +227,15 @@ class Launcher:
             raise
         faults.reach(self.fault, "launch.recorded")
         try:
-            ports = health.wait_healthy(
-                self.daemon, spec, cid, started, logs=self.objects.logs, sleep=self._sleep
-            )
+            if self._oneshot(name):
+                health.wait_completed(
+                    self.daemon, spec, cid, started, logs=self.objects.logs, sleep=self._sleep
+                )
+                ports: Mapping[str, int] = {}
+            else:
+                ports = health.wait_healthy(
+                    self.daemon, spec, cid, started, logs=self.objects.logs, sleep=self._sleep
+                )
         except ServiceUnhealthy as err:
             self._raise_if_stopped(name)  # killed by `envkit down --all`, not unhealthy
             self.progress.note(name, f"unhealthy: {err.reason}", State.FAILED)
@@ -207,9 +251,40 @@ class Launcher:
             with contextlib.suppress(StackStopped):
                 self._update(name, status="failed", error=error, owner=None)
             raise
-        self._update(name, status="healthy", ports=dict(ports), owner=None)
+        done = "completed" if self._oneshot(name) else "healthy"
+        self._update(name, status=done, ports=dict(ports), owner=None)
         faults.reach(self.fault, "launch.healthy")
-        self.progress.note(name, f"healthy in {time.monotonic() - started:.1f}s", State.DONE)
+        self.progress.note(name, f"{done} in {time.monotonic() - started:.1f}s", State.DONE)
+
+    def _oneshot(self, name: str) -> bool:
+        """Whether ``name`` runs to completion: marked so, or a dependent waits for it to complete."""
+        services = self.config.services
+        return services[name].oneshot or any(
+            name in s.depends_on and s.condition(name) == COMPLETED for s in services.values()
+        )
+
+    def _mounts(self, name: str) -> list[tuple[str, str, str, bool]]:
+        """The service's mounts as the engine takes them: a stack volume by its Docker name (created
+        now if missing), a bind's missing source folder created (as compose does)."""
+        spec = self.config.services[name]
+        volumes = [m.source for m in spec.mounts if m.kind == "volume" and m.source]
+        if volumes:
+            self.objects.ensure_volumes(self.config.name, volumes)
+        out = []
+        for m in spec.mounts:
+            source = m.source
+            if m.kind == "volume" and source:
+                source = self.objects.volume_name(source)
+            elif m.kind == "bind" and not os.path.exists(source):
+                try:
+                    os.makedirs(source, exist_ok=True)
+                except OSError as err:
+                    raise EnvkitError(
+                        f"service {name!r}: its bind mount source {source} is missing and cannot be "
+                        f"created ({err.strerror or err})\n  fix: create it, or correct the path"
+                    ) from None
+            out.append((m.kind, source, m.target, m.read_only))
+        return out
 
 
 class _Cancelled(Exception):

@@ -1,4 +1,4 @@
-"""A stack's objects in Docker: its containers and its network, found by the stack id's label.
+"""A stack's objects in Docker: its containers, network and volumes, found by the stack id's label.
 
 Everything here is scoped to one stack id: a removal never reaches an object
 without ``envkit.stack=<this id>``, so other checkouts' stacks, and anything
@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from envkit import faults
 from envkit.docker import labels
-from envkit.docker.engine import Container, ContainerSpec, Daemon, Network
+from envkit.docker.engine import Container, ContainerSpec, Daemon, Network, Volume
 from envkit.errors import DaemonError, EnvkitError, ServiceUnhealthy
 from envkit.stack.state import StateFile
 
@@ -42,6 +42,30 @@ class StackObjects:
 
     def networks(self) -> list[Network]:
         return [n for n in self.daemon.networks(self.selector) if n.labels.get(labels.STACK) == self.stack_id]
+
+    def volumes(self) -> list[Volume]:
+        return [v for v in self.daemon.volumes(self.selector) if v.labels.get(labels.STACK) == self.stack_id]
+
+    def volume_name(self, volume: str) -> str:
+        """The Docker name of the stack's volume ``volume``: one per stack id, like its network."""
+        return f"{self.stack_id}_{volume}"
+
+    def ensure_volumes(self, project: str, names: Sequence[str]) -> None:
+        """The stack's named volumes, created where missing (labelled: removed with the stack)."""
+        present = {v.name for v in self.volumes()}
+        for name in names:
+            docker_name = self.volume_name(name)
+            if docker_name in present:
+                continue
+            try:
+                self.daemon.create_volume(docker_name, {labels.STACK: self.stack_id, labels.PROJECT: project})
+            except DaemonError as err:
+                raise EnvkitError(f"cannot create volume {docker_name!r}: {err.detail}") from None
+            if docker_name not in {v.name for v in self.volumes()}:  # one of that name was there
+                raise EnvkitError(
+                    f"cannot create volume {docker_name!r}: a volume of that name without envkit's "
+                    f"labels exists\n  fix: remove it (`docker volume rm {docker_name}`) if it is not in use"
+                )
 
     def ensure_network(self, project: str) -> str:
         """The stack's network (named after the stack id), created if it is missing."""
@@ -96,10 +120,13 @@ class StackObjects:
             list(pool.map(remove, ids))
 
     def teardown(self) -> int:
-        """Remove every container and the network of this stack; the number of containers removed."""
+        """Remove every container, the volumes and the network of this stack; the number of
+        containers removed."""
         containers = [c.id for c in self.containers()]
         self.remove(containers)
         faults.reach(self.fault, "teardown.containers")
+        for volume in self.volumes():
+            self.daemon.remove_volume(volume.name)
         for net in self.networks():
             for attempt in range(10):  # endpoints of just-removed containers linger briefly
                 try:

@@ -92,6 +92,8 @@ def _sync(
         if svc.status == "starting" and svc.owner is not None:
             svc.owner = None  # its starter died: the next holder to need it takes over
         c = by_id.get(svc.container or "")
+        if svc.status == "completed" and c is not None and c.exit_code == 0:
+            continue  # a one-shot that ran: it is not run again
         # Docker's own health check says unhealthy, or it was taken off the stack's network:
         # restart it, unless others hold the stack.
         broken = c is not None and (c.unhealthy or not c.attached(state.network))

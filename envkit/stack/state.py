@@ -25,7 +25,7 @@ from envkit.fsutil import atomic_write_text
 
 SCHEMA = 1
 STATE_FILE = "state.json"
-STATUSES = ("starting", "healthy", "failed")
+STATUSES = ("starting", "healthy", "completed", "failed")  # completed: a one-shot exited 0
 
 
 @dataclass
@@ -34,7 +34,7 @@ class ServiceState:
 
     inputs: str  # hash of its config and image identity (the container's envkit.inputs label)
     image: str
-    status: str  # "starting", "healthy" or "failed"
+    status: str  # "starting", "healthy", "completed" (a one-shot service) or "failed"
     owner: str | None = None  # id of the holder starting it (None: nobody yet)
     container: str | None = None
     ports: dict[str, int] = field(default_factory=dict)  # container port -> host port (127.0.0.1)

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from envkit.config.model import ServiceSpec, StackConfig
 from envkit.docker.engine import Daemon
@@ -50,12 +51,16 @@ def desired(
             config, daemon, names=stack_images, progress=progress, build=build, settings=settings
         )
         tags = {r.image: r.tag for r in results}
+    for image in stack_images:  # compose's `image:` beside `build:` names the built image too
+        for reference in config.images[image].also_tags:
+            daemon.tag(tags[image], reference)
     out = {}
     for spec in services:
         if spec.image in tags:
             out[spec.name] = wanted(spec, tags[spec.image], tags[spec.image])
         else:
-            identity = base_identity(daemon, f"service {spec.name}", spec.image, config.pull, progress)
+            policy = spec.pull_policy or config.pull
+            identity = base_identity(daemon, f"service {spec.name}", spec.image, policy, progress)
             out[spec.name] = wanted(spec, spec.image, identity)
     return out
 
@@ -68,7 +73,7 @@ def wanted(spec: ServiceSpec, ref: str, identity: str) -> Wanted:
 
 def inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
     """The hash of everything a service's container is made from: a change restarts it."""
-    data = {
+    data: dict[str, Any] = {
         "schema": INPUTS_SCHEMA,
         "image": image_identity,
         "ports": sorted(spec.ports),
@@ -81,4 +86,18 @@ def inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
             spec.healthcheck.port,
         ],
     }
+    # What compose stacks add, only where set: a stack that sets none keeps its hash.
+    more = {
+        "oneshot": spec.oneshot,
+        "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
+        "user": spec.user,
+        "working_dir": spec.working_dir,
+        "mounts": [[m.kind, m.source, m.target, m.read_only] for m in spec.mounts],
+        "aliases": sorted(spec.aliases),
+        "labels": dict(sorted(spec.labels.items())),
+        "stop_signal": spec.stop_signal,
+        "tty": spec.tty,
+        "stdin_open": spec.stdin_open,
+    }
+    data.update({key: value for key, value in more.items() if value not in (None, False, [], {})})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]

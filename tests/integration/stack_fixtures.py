@@ -133,8 +133,11 @@ class StackProject:
             time.sleep(0.1)
         return time.monotonic() - start
 
+    def volumes(self) -> list[dict[str, Any]]:
+        return list(self.client.volumes(filters={"label": self.label}).get("Volumes") or [])
+
     def gone(self) -> bool:
-        return not self.containers() and not self.networks()
+        return not self.containers() and not self.networks() and not self.volumes()
 
     def reapers(self) -> list[psutil.Process]:
         found = []
@@ -169,6 +172,9 @@ class StackProject:
         for n in self.client.networks(filters={"label": label}):
             left.append(f"network {n['Name']}")
             self.client.remove_network(n["Id"])
+        for v in self.client.volumes(filters={"label": label}).get("Volumes") or []:
+            left.append(f"volume {v['Name']}")
+            self.client.remove_volume(v["Name"], force=True)
         return left
 
 

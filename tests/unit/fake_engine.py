@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from envkit.docker import labels
-from envkit.docker.engine import Container, ContainerDetails, ContainerSpec, ExecResult, Network
+from envkit.docker.engine import Container, ContainerDetails, ContainerSpec, ExecResult, Network, Volume
 from envkit.docker.transport import Endpoint
 
 
@@ -37,6 +37,7 @@ class FakeDaemon:
         self.platform = "linux/amd64"
         self.containers_by_id: dict[str, FakeContainer] = {}
         self.networks_by_id: dict[str, Network] = {}
+        self.volumes_by_name: dict[str, Volume] = {}
         self.calls: list[str] = []
         self.bounds: list[tuple[str, float | None]] = []  # each operation, and the bound it ran under
         self._local = threading.local()
@@ -120,6 +121,20 @@ class FakeDaemon:
     def remove_network(self, network_id: str) -> None:
         self._record("remove_network")
         self.networks_by_id.pop(network_id, None)
+
+    def volumes(self, label: str) -> list[Volume]:
+        self._record("volumes")
+        key, _, value = label.partition("=")
+        return [v for v in self.volumes_by_name.values() if v.labels.get(key) == value]
+
+    def create_volume(self, name: str, volume_labels: dict[str, str]) -> str:
+        self._record("create_volume")
+        self.volumes_by_name.setdefault(name, Volume(name, dict(volume_labels)))
+        return name
+
+    def remove_volume(self, name: str) -> None:
+        self._record("remove_volume")
+        self.volumes_by_name.pop(name, None)
 
     def create_container(self, spec: ContainerSpec) -> str:
         self._record("create_container")
