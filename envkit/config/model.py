@@ -144,6 +144,13 @@ class StackConfig:
     def service_graph(self) -> graph.Graph:
         return {name: spec.depends_on for name, spec in self.services.items()}
 
+    def dependents(self) -> dict[str, tuple[str, ...]]:
+        """Each service -> the services that depend on it directly."""
+        return {
+            name: tuple(other for other, spec in self.services.items() if name in spec.depends_on)
+            for name in self.services
+        }
+
     def order(self, names: list[str] | None = None) -> list[str]:
         """Image names with every parent before its children (``names`` plus their parents)."""
         return graph.order(self.image_graph(), names)

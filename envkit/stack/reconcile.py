@@ -23,11 +23,11 @@ from envkit.stack.wanted import Wanted
 
 @dataclass
 class Actions:
-    """What to do, in this order: tear down (``restart``), remove, record ``state``."""
+    """What to do, in this order: remove containers, record ``state``."""
 
     state: StackState  # the state to record, with this holder's claims
-    remove: list[str] = field(default_factory=list)  # containers to remove: dead, unhealthy or strays
-    restart: list[str] = field(default_factory=list)  # changed inputs: tear the stack down first
+    remove: list[str] = field(default_factory=list)  # containers: dead, unhealthy, strays or replaced
+    replace: list[str] = field(default_factory=list)  # changed inputs: what is replaced, and why
     warnings: list[str] = field(default_factory=list)
     network: bool = False  # this holder starts a service: the network must exist
 
@@ -46,6 +46,7 @@ def reconcile(
     stack_id: str,
     project: str,
     root: str,
+    dependents: Mapping[str, Sequence[str]] | None = None,
 ) -> Actions:
     """Bring the recorded state in line with Docker, and claim what ``me`` must start.
 
@@ -54,8 +55,10 @@ def reconcile(
       container removed), so it is started again; a service being started by
       a live holder is left alone, one whose starter died loses its owner.
     - A container the state does not account for is a stray, and removed.
-    - If a wanted service runs with other inputs, the stack restarts when
-      nobody holds it; otherwise :class:`StackConflict` names the holders.
+    - If a wanted service runs with other inputs, it is replaced when nobody
+      holds the stack, and so are the services that depend on it (through
+      ``dependents``: service -> the services that depend on it), the rest of
+      the stack stays up; under live holders :class:`StackConflict` names them.
     - Each wanted service that is absent or failed is claimed by ``me``.
     """
     actions = Actions(state=StackState(stack=stack_id, project=project, root=root))
@@ -65,10 +68,8 @@ def reconcile(
         changes = _changes(state, wanted)
         if changes and live:
             raise StackConflict(stack_id, changes, [h.describe() for h in live])
-        if changes:
-            actions.restart, actions.remove = changes, []
-        else:
-            actions.state = state
+        _replace(state, wanted, dependents or {}, actions)
+        actions.state = state
     for name, want in wanted.items():
         current = actions.state.services.get(name)
         if current is None or current.status == "failed":
@@ -121,10 +122,39 @@ def _sync(
     actions.remove = sorted(set(actions.remove))
 
 
+def _replace(
+    state: StackState, wanted: Mapping[str, Wanted], dependents: Mapping[str, Sequence[str]], actions: Actions
+) -> None:
+    """Forget the services whose inputs changed, and those that depend on them (their containers
+    removed): they are claimed and started again."""
+    changed = [n for n in wanted if n in state.services and _changed(state.services[n], wanted[n])]
+    actions.replace = [_change(state, wanted, n) for n in changed]
+    todo, seen = list(changed), set(changed)
+    while todo:
+        for dependent in dependents.get(todo.pop(), ()):
+            if dependent not in seen:
+                seen.add(dependent)
+                todo.append(dependent)
+                if dependent in state.services:
+                    actions.replace.append(f"service {dependent!r} depends on a replaced one")
+    for name in sorted(seen):
+        svc = state.services.pop(name, None)
+        if svc is not None and svc.container:
+            actions.remove.append(svc.container)
+    actions.remove = sorted(set(actions.remove))
+
+
+def _changed(svc: ServiceState, want: Wanted) -> bool:
+    return svc.status != "failed" and svc.inputs != want.inputs
+
+
+def _change(state: StackState, wanted: Mapping[str, Wanted], name: str) -> str:
+    return f"service {name!r} changed ({wanted[name].summary}; running: {state.services[name].image})"
+
+
 def _changes(state: StackState, wanted: Mapping[str, Wanted]) -> list[str]:
-    changes = []
-    for name, want in wanted.items():
-        svc = state.services.get(name)
-        if svc is not None and svc.status != "failed" and svc.inputs != want.inputs:
-            changes.append(f"service {name!r} changed ({want.summary}; running: {svc.image})")
-    return changes
+    return [
+        _change(state, wanted, n)
+        for n in wanted
+        if n in state.services and _changed(state.services[n], wanted[n])
+    ]

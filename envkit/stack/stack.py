@@ -9,7 +9,7 @@ has died without leaving.
 acquire: the services' images are ensured (cached by key) -> under the state
 lock: load the state (rebuilt from labels if need be), prune dead holders,
 list the stack's containers once, and carry out what :func:`reconcile` decides
-(remove dead containers and strays, restart on changed inputs or refuse,
+(remove dead containers and strays, replace what changed or refuse,
 claim what is missing), register this holder -> unlock -> bring the services
 up (:class:`~envkit.stack.launch.Launcher`) and wait until every wanted one is
 healthy, whoever started it.
@@ -247,12 +247,12 @@ class Stack:
                 stack_id=self.id,
                 project=self.config.name,
                 root=str(self.config.root),
+                dependents=self.config.dependents(),
             )
             for warning in actions.warnings:
                 log.warning("envkit: %s", warning)
-            if actions.restart:
-                self.progress.note("stack", "restarting: " + "; ".join(actions.restart))
-                self.objects.stop(self.state_file)
+            if actions.replace:
+                self.progress.note("stack", "replacing: " + "; ".join(actions.replace))
             self.objects.remove(actions.remove)
             state = actions.state
             if actions.network:

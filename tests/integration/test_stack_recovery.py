@@ -498,3 +498,32 @@ def test_status_names_the_engine_the_holders_services_and_how_long_the_stack_is_
         code, err = release(holder)
         assert code == 0, err
     sp.wait_until(sp.gone, 15, "the stack goes after the grace")
+
+
+def test_a_changed_service_is_replaced_alone_the_rest_keeps_running(stack_project: StackProject) -> None:
+    """The edit-to-test loop: a change to one service (here echo, on which nothing depends) replaces
+    its container only; web, which echo depends on, keeps its container."""
+    sp = stack_project
+    sp.grace = 30.0  # the stack stays up between the two holders
+    first = sp.holder()
+    try:
+        assert "error" not in read_line(first)
+        code, err = release(first)
+        assert code == 0, err
+        before = running_ids(sp)
+        sp.write_stack(
+            DEFAULT_SERVICES.replace('command = ["nc"', 'environment = { V = "2" }\ncommand = ["nc"', 1)
+        )
+        second = sp.holder()
+        assert "error" not in read_line(second)
+        after = running_ids(sp)
+        assert after["web"] == before["web"]
+        assert after["echo"] != before["echo"]
+        code, err = release(second)
+        assert code == 0, err
+    finally:
+        for proc in sp.procs:
+            if proc.poll() is None:
+                proc.kill()
+        sp.cli("down", "--all")
+    sp.wait_until(sp.gone, 30, "the stack is removed")

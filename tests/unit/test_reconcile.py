@@ -66,7 +66,7 @@ def test_a_cold_stack_claims_every_wanted_service_and_needs_its_network() -> Non
     actions = run(None, [])
     assert actions.claimed(ME) == ["db", "web"]
     assert actions.network
-    assert actions.remove == [] and actions.restart == []
+    assert actions.remove == [] and actions.replace == []
     web = actions.state.services["web"]
     assert (web.status, web.owner, web.inputs, web.image) == ("starting", ME, "in-web", "demo/web:aaaa")
 
@@ -150,12 +150,32 @@ def test_a_failed_service_is_claimed_again_and_its_container_removed() -> None:
     assert actions.claimed(ME) == ["db"]
 
 
-def test_changed_inputs_restart_an_unheld_stack() -> None:
+def test_changed_inputs_replace_that_service_of_an_unheld_stack_and_keep_the_rest() -> None:
     state = recorded(db=healthy("old-db", "c1"), web=healthy("in-web", "c2"))
     actions = run(state, [container("c1", "db"), container("c2", "web")])
-    assert len(actions.restart) == 1 and "'db' changed" in actions.restart[0]
-    assert actions.claimed(ME) == ["db", "web"]  # everything starts again, on a fresh state
+    assert len(actions.replace) == 1 and "'db' changed" in actions.replace[0]
+    assert actions.remove == ["c1"]
+    assert actions.claimed(ME) == ["db"]  # web keeps running as it is
+    assert actions.state.services["web"].container == "c2"
     assert actions.network
+
+
+def test_a_changed_service_takes_its_dependents_with_it() -> None:
+    state = recorded(db=healthy("old-db", "c1"), web=healthy("in-web", "c2"))
+    actions = reconcile(
+        state,
+        [container("c1", "db"), container("c2", "web")],
+        [],
+        {"db": DB, "web": WEB},
+        ME,
+        stack_id=SID,
+        project="demo",
+        root="/p",
+        dependents={"db": ("web",), "web": ()},
+    )
+    assert actions.remove == ["c1", "c2"]
+    assert sorted(actions.claimed(ME)) == ["db", "web"]
+    assert any("'web' depends on a replaced one" in r for r in actions.replace)
 
 
 def test_changed_inputs_under_live_holders_is_a_conflict_naming_them() -> None:
@@ -172,4 +192,4 @@ def test_a_service_not_wanted_is_not_compared() -> None:
     actions = run(
         state, [container("c1", "db"), container("c2", "web")], live=[holder("x")], wanted={"web": WEB}
     )
-    assert actions.restart == [] and actions.claimed(ME) == []
+    assert actions.replace == [] and actions.claimed(ME) == []
