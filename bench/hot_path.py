@@ -12,7 +12,9 @@ Run by hand from the repository root, against the local Docker daemon (not a tes
     warm layer cache. Each run of either faces an edit it has not seen: the file
     gets new content before every run, so neither can answer from a cache. The
     figure is the median of N runs of each, interleaved; the target is docker
-    build / envkit >= 20x.
+    build / envkit >= 20x. Also the same rebuild in-process
+    (``envkit.images.build.ensure``, as the pytest plugin and ``envkit e2e`` run
+    it: no interpreter start, no imports), and how long its ``docker load`` took.
 
 (2) The demo's edit-to-first-test: a copy of this repository (so the checkout's
     own stack and files are left alone) runs ``envkit e2e --ttl 300`` once to
@@ -119,6 +121,32 @@ class Bench:
         )
         return time.monotonic() - started
 
+    def in_process(self, root: Path) -> tuple[float, float]:
+        """``ensure`` in this process after an edit; its seconds and its docker load's."""
+        from envkit.config.find import load
+        from envkit.docker.engine import Daemon
+        from envkit.images import build
+
+        loads: list[float] = []
+        daemon = Daemon()
+        original = daemon.load
+
+        def timed(*args: object, **kwargs: object) -> None:
+            started = time.monotonic()
+            original(*args, **kwargs)  # type: ignore[arg-type]
+            loads.append(time.monotonic() - started)
+
+        daemon.load = timed  # type: ignore[method-assign]
+        try:
+            os.environ["ENVKIT_LOCK_DIR"] = str(self.tmp / "locks")
+            started = time.monotonic()
+            [result] = build.ensure(load(root, {}), daemon)
+            seconds = time.monotonic() - started
+        finally:
+            daemon.close()
+        assert result.status == "built" and result.builder == "assembler", result
+        return seconds, sum(loads)
+
     def docker_build(self, context: Path) -> float:
         started = time.monotonic()
         subprocess.run(
@@ -140,16 +168,27 @@ class Bench:
         say(f"(1) a 14-instruction app image without RUN, one-file edit ({self.args.reps} runs each)")
         self.envkit_build(root)  # cold: the base's facts, the stat cache
         self.docker_build(context)  # cold: the layer cache
-        ours, theirs = [], []
+        ours, theirs, inside, loads = [], [], [], []
         for _ in range(self.args.reps):
             self.edit(context / "app.py")
             ours.append(self.envkit_build(root))
             self.edit(context / "app.py")
             theirs.append(self.docker_build(context))
+            self.edit(context / "app.py")
+            seconds, loaded = self.in_process(root)
+            inside.append(seconds)
+            loads.append(loaded)
         mine, docker_s = statistics.median(ours), statistics.median(theirs)
         ratio = docker_s / mine
         say(f"    envkit build (assembler): median {mine:.3f}s  runs {' '.join(f'{s:.2f}' for s in ours)}")
-        say(f"    docker build (classic):   median {docker_s:.3f}s  runs {' '.join(f'{s:.2f}' for s in theirs)}")
+        say(
+            f"    docker build (classic):   median {docker_s:.3f}s  runs {' '.join(f'{s:.2f}' for s in theirs)}"
+        )
+        say(
+            f"    in-process ensure:        median {statistics.median(inside):.3f}s "
+            f"(its docker load {statistics.median(loads):.3f}s); docker build / that: "
+            f"{docker_s / statistics.median(inside):.1f}x"
+        )
         verdict = "PASS" if ratio >= TARGET else "MISS"
         say(f"    docker build / envkit build: {ratio:.1f}x (target >= {TARGET:g}x): {verdict}")
         return ratio >= TARGET
@@ -158,7 +197,9 @@ class Bench:
 
     def demo_copy(self) -> Path:
         copy = self.tmp / "demo"
-        ignore = shutil.ignore_patterns(".git", ".venv", ".envkit*", "__pycache__", "build", "dist", "*.egg-info")
+        ignore = shutil.ignore_patterns(
+            ".git", ".venv", ".envkit*", "__pycache__", "build", "dist", "*.egg-info"
+        )
         shutil.copytree(ROOT, copy, ignore=ignore, symlinks=True)
         (self.tmp / "plugins").mkdir(exist_ok=True)
         (self.tmp / "plugins" / "bench_first_test.py").write_text(FIRST_TEST_PLUGIN)
@@ -182,7 +223,9 @@ class Bench:
 
     def demo_run(self) -> None:
         copy = self.demo_copy()
-        say(f"\n(2) the demo: one edit in images/api/app.py, then `envkit e2e --ttl 300` ({self.args.warm} runs)")
+        say(
+            f"\n(2) the demo: one edit in images/api/app.py, then `envkit e2e --ttl 300` ({self.args.warm} runs)"
+        )
         first, wall = self.e2e(copy)
         say(f"    warm-up run: first test after {first:.2f}s, wall {wall:.1f}s")
         firsts = []
@@ -197,7 +240,10 @@ class Bench:
         if self.demo is not None:
             for command in (["down", "--all"], ["gc"]):
                 subprocess.run(
-                    [self.python, "-m", "envkit", *command], cwd=self.demo, env=self.env(), capture_output=True
+                    [self.python, "-m", "envkit", *command],
+                    cwd=self.demo,
+                    env=self.env(),
+                    capture_output=True,
                 )
         remove_stack_images(self.client, self.stack)
         shutil.rmtree(self.tmp, ignore_errors=True)
