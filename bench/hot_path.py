@@ -180,10 +180,12 @@ class Bench:
             loads.append(loaded)
         mine, docker_s = statistics.median(ours), statistics.median(theirs)
         ratio = docker_s / mine
-        say(f"    envkit build (assembler): median {mine:.3f}s  runs {' '.join(f'{s:.2f}' for s in ours)}")
-        say(
-            f"    docker build (classic):   median {docker_s:.3f}s  runs {' '.join(f'{s:.2f}' for s in theirs)}"
-        )
+
+        def runs(samples: list[float]) -> str:
+            return " ".join(f"{s:.2f}" for s in samples)
+
+        say(f"    envkit build (assembler): median {mine:.3f}s  runs {runs(ours)}")
+        say(f"    docker build (classic):   median {docker_s:.3f}s  runs {runs(theirs)}")
         say(
             f"    in-process ensure:        median {statistics.median(inside):.3f}s "
             f"(its docker load {statistics.median(loads):.3f}s); docker build / that: "
@@ -223,9 +225,8 @@ class Bench:
 
     def demo_run(self) -> None:
         copy = self.demo_copy()
-        say(
-            f"\n(2) the demo: one edit in images/api/app.py, then `envkit e2e --ttl 300` ({self.args.warm} runs)"
-        )
+        runs = self.args.warm
+        say(f"\n(2) the demo: one edit in images/api/app.py, then `envkit e2e --ttl 300` ({runs} runs)")
         first, wall = self.e2e(copy)
         say(f"    warm-up run: first test after {first:.2f}s, wall {wall:.1f}s")
         firsts = []
