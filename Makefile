@@ -38,8 +38,9 @@ e2e: setup
 bench: setup
 	$(BIN)/invoke bench
 
-# The sdist and the wheel, built from this checkout into dist/ (setuptools from the venv).
-dist: setup
+# The sdist and the wheel, built from this checkout into dist/ (setuptools from the venv). It
+# needs only the venv: not the system packages (no root, no apt) that the tests and the demo need.
+dist: $(STAMP)
 	rm -rf dist build  # setuptools reuses build/: a module deleted since would come back
 	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist .
 

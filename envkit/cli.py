@@ -9,9 +9,11 @@ is one line naming it, with the closest known name, and exit 2.
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import re
 import sys
+from collections.abc import Mapping
 
 from invoke import Argument, Exit, ParseError, Program
 from invoke.completion.complete import complete, print_completion_script
@@ -75,13 +77,45 @@ class EnvkitProgram(Program):
             super().parse_tasks()
         except ParseError as err:
             raise self._usage(err) from None
-        # Invoke takes a repeatable option given without a value (`--image` alone) as not given,
-        # which would mean "all": that is a mistake to say, not a meaning to guess.
-        for context in self.tasks:
-            for arg in context.args.values():
-                flags = {f"--{n}" if len(n) > 1 else f"-{n}" for n in arg.names}
-                if arg.kind is list and not arg.value and flags & set(self.argv):
-                    raise usage(f"--{arg.name.replace('_', '-')} needs a value")
+        # Invoke drops a repeatable option given without a value (`--image` alone means "all",
+        # `--image x --image` means "x"): that is a mistake to say, not a meaning to guess.
+        valueless = self._valueless_repeatable()
+        if valueless is not None:
+            raise usage(f"--{valueless.replace('_', '-')} needs a value")
+
+    def _valueless_repeatable(self) -> str | None:
+        """The name of the first repeatable option given without a value, or None.
+
+        The command line is read again as Invoke reads it: a command's name starts its options;
+        an option that takes a value gets it after ``=`` (``-ix`` for a short one), or takes the
+        next word unless that word is an option of the command.
+        """
+        context = None
+        waiting: Argument | None = None  # the option that takes the next word as its value
+        for token in self.core.unparsed:
+            if token == "--":
+                break
+            flags: Mapping[str, Argument] = context.flags if context is not None else {}
+            is_flag = token in flags or (context is not None and token in context.inverse_flags)
+            if waiting is not None and not is_flag:
+                waiting = None  # the word is its value
+                continue
+            if waiting is not None:
+                return waiting.name if waiting.kind is list else None
+            if context is None or not token.startswith("-"):
+                context = self.parser.contexts.get(token, context)
+                continue
+            for arg, value in _words(token, flags):
+                if waiting is not None and arg is None:
+                    waiting = None  # the word is its value
+                elif waiting is not None:
+                    return waiting.name if waiting.kind is list else None
+                elif arg is not None and arg.takes_value:
+                    if value is None:
+                        waiting = arg
+                    elif not value and arg.kind is list:
+                        return str(arg.name)
+        return waiting.name if waiting is not None and waiting.kind is list else None
 
     def parse_cleanup(self) -> None:
         wanted = self.args.help.value
@@ -128,6 +162,23 @@ class EnvkitProgram(Program):
         print("")
         self.print_columns(self.initial_context.help_tuples())
 
+    def print_task_help(self, name: str) -> None:
+        """``envkit build --help``: the command's usage line, what it does, and its options (not
+        Invoke's ``[--core-opts] ... [other tasks here ...]``: envkit runs one command)."""
+        options = self.parser.contexts[name].help_tuples()
+        print(f"Usage: {self.binary} {name}" + (" [options]" if options else ""))
+        print("")
+        for line in (inspect.getdoc(self.collection[name]) or "").splitlines():
+            print(self.leading_indent + line if line.strip() else "")
+        print("")
+        print("Options:")
+        print("")
+        if options:
+            self.print_columns(options)
+        else:
+            print(self.leading_indent + "none")
+            print("")
+
     def _usage(self, err: ParseError) -> Exit:
         """One line for a command line Invoke could not parse, with the closest known name."""
         text = str(err)
@@ -152,6 +203,26 @@ class EnvkitProgram(Program):
         if what == "command":
             return usage(f"{token!r} is not an envkit command{hint} (envkit --help lists them)")
         return usage(f"{what} {token!r}{hint}")
+
+
+def _words(token: str, flags: Mapping[str, Argument]) -> list[tuple[Argument | None, str | None]]:
+    """An option word as Invoke splits it (``--name=value``; ``-xVALUE`` for a short option that
+    takes a value; ``-abc`` for short options together): each option (None: unknown here) with
+    its value (None: not given)."""
+
+    def option(name: str) -> Argument | None:
+        try:  # flags is a Lexicon: indexing also finds short names, which .get() misses
+            return flags[name]
+        except KeyError:
+            return None
+
+    if token.startswith("--"):
+        name, equals, value = token.partition("=")
+        return [(option(name), value if equals else None)]
+    first = option(token[:2])
+    if len(token) > 2 and first is not None and first.takes_value:
+        return [(first, token[2:])]
+    return [(option(f"-{letter}"), None) for letter in token[1:]]
 
 
 def usage(message: str) -> Exit:

@@ -17,17 +17,19 @@ class EnvkitError(Exception):
 
 
 class ConfigError(EnvkitError, ValueError):
-    """The stack file is invalid: names the file, the key and the fix."""
+    """The stack file is invalid: names the file (and the line, when known), the key and the fix."""
 
-    def __init__(self, file: Path | str, key: str, problem: str, fix: str) -> None:
-        super().__init__(file, key, problem, fix)
+    def __init__(self, file: Path | str, key: str, problem: str, fix: str, line: int | None = None) -> None:
+        super().__init__(file, key, problem, fix, line)
         self.file = Path(file)
         self.key = key
         self.problem = problem
         self.fix = fix
+        self.line = line
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.key}" if self.key else str(self.file)
+        place = f"{self.file}:{self.line}" if self.line else str(self.file)
+        where = f"{place}: {self.key}" if self.key else place
         return f"{where}: {self.problem}\n  fix: {self.fix}"
 
 
@@ -47,17 +49,21 @@ class DockerUnavailable(EnvkitError, ConnectionError):
 
 
 class StateError(EnvkitError, OSError):
-    """envkit cannot write its own files (state directory, build locks)."""
+    """envkit cannot write its own files (state directory, build locks). ``fix`` replaces the
+    usual one when the failure calls for another."""
 
-    def __init__(self, path: Path | str, detail: str) -> None:
+    def __init__(self, path: Path | str, detail: str, fix: str = "") -> None:
+        # OSError keeps two arguments as args (a third would become its filename): ``fix``
+        # crosses a pickle in the instance's __dict__, like every attribute.
         super().__init__(path, detail)
         self.path = Path(path)
         self.detail = detail
+        self.fix = fix
 
     def __str__(self) -> str:
-        return (
-            f"cannot write {self.path}: {self.detail}\n"
-            "  fix: make it writable, or point ENVKIT_STATE_DIR (state) or ENVKIT_LOCK_DIR "
+        return f"cannot write {self.path}: {self.detail}\n  fix: " + (
+            self.fix
+            or "make it writable, or point ENVKIT_STATE_DIR (state) or ENVKIT_LOCK_DIR "
             "(build locks) at a writable local directory"
         )
 
@@ -66,10 +72,23 @@ class StateCorrupt(StateError):
     """A file envkit keeps (the stack's state, a holder record) cannot be read back."""
 
     def __str__(self) -> str:
-        return (
-            f"{self.path} is corrupt: {self.detail}\n"
-            "  fix: run the command again (envkit rebuilds the stack's state from its containers' "
+        return f"{self.path} is corrupt: {self.detail}\n  fix: " + (
+            self.fix
+            or "run the command again (envkit rebuilds the stack's state from its containers' "
             "labels under the lock), or stop the stack with `envkit down --all`"
+        )
+
+
+class StateDirUnsafe(StateError):
+    """The state directory may be written by other users (it is world-writable, or not ours):
+    they could plant holder files, a state, or links that envkit would write through."""
+
+    def __str__(self) -> str:
+        return (
+            f"refusing the state directory {self.path}: {self.detail}\n"
+            f"  fix: remove it (envkit makes a private one), or make it yours and private "
+            f"(`chown $(id -u) {self.path} && chmod 700 {self.path}`, once you trust what it holds); "
+            "or point ENVKIT_STATE_DIR at a directory of your own"
         )
 
 
@@ -277,3 +296,24 @@ class HookError(EnvkitError, RuntimeError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class PushError(EnvkitError, RuntimeError):
+    """Images could not be pushed to the remote cache (they are built and tagged locally).
+
+    ``failures`` holds one ``(reference, why)`` per image that was not pushed.
+    """
+
+    def __init__(self, cache: str, failures: Sequence[tuple[str, str]], fix: str) -> None:
+        super().__init__(cache, [tuple(f) for f in failures], fix)
+        self.cache = cache
+        self.failures = [(str(ref), str(why)) for ref, why in failures]
+        self.fix = fix
+
+    def __str__(self) -> str:
+        lines = "".join(f"\n  - {ref}: {why}" for ref, why in self.failures)
+        return (
+            f"{len(self.failures)} image{'s' if len(self.failures) != 1 else ''} not pushed to the "
+            f"cache {self.cache} (the build itself finished: the images are here):{lines}\n"
+            f"  fix: {self.fix}"
+        )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from envkit.errors import StateError
+from envkit.errors import StateDirUnsafe, StateError
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -32,13 +33,13 @@ def ensure_state_dir(path: Path) -> Path:
     """A stack's state directory (``.envkit/`` in a project), created if needed, holding a
     ``.gitignore`` of ``*`` so that it never shows up in the project's ``git status``.
 
-    One that other users may write to (a 0777 left by a copy or an umask) is made 0700: anyone
-    who can write there could plant holder files that keep the stack up, or a state file.
+    One that other users may write to is refused (see :func:`check_state_dir`); one of ours
+    that its group may read or write (an umask's 0775) is made 0700.
     """
     ensure_private_dir(path)
+    st = check_state_dir(path)
     try:
-        st = path.stat()
-        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        if st is not None and st.st_mode & 0o077:
             path.chmod(0o700)
     except OSError as err:
         raise StateError(path, err.strerror or str(err)) from None
@@ -49,6 +50,29 @@ def ensure_state_dir(path: Path) -> Path:
         except OSError as err:
             raise StateError(ignore, err.strerror or str(err)) from None
     return path
+
+
+def check_state_dir(path: Path) -> os.stat_result | None:
+    """:class:`StateDirUnsafe` if the state directory ``path`` belongs to another user, or every
+    user may write to it; its ``stat`` otherwise (None: there is none).
+
+    Anyone who can write there could plant holder files that keep the stack up, a state file,
+    or a link that envkit would write through. Making such a directory private now would keep
+    what was planted already, so it is not used at all, not even read.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StateError(path, err.strerror or str(err)) from None
+    if st.st_uid != os.geteuid():
+        raise StateDirUnsafe(
+            path, f"it belongs to another user (uid {st.st_uid}; you are uid {os.geteuid()})"
+        )
+    if st.st_mode & stat.S_IWOTH:
+        raise StateDirUnsafe(path, f"every user may write to it (mode {stat.S_IMODE(st.st_mode):04o})")
+    return st
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -66,3 +90,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         if isinstance(err, OSError):
             raise StateError(path, err.strerror or str(err)) from None
         raise
+
+
+def open_private(path: Path, flags: int) -> int:
+    """``os.open`` of a file only its owner may read (mode 0600), created if missing. A file that
+    exists keeps its mode through ``O_CREAT`` (0600 applies to new files only), so an older one
+    left 0644 is made 0600 here; a symbolic link is not followed."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

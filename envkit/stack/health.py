@@ -31,7 +31,10 @@ class Probe(Protocol):
         ``remaining`` is how long the service has left to become healthy."""
 
 
-SETTLE = 0.5  # seconds a container without a health check must keep running to count as up
+# Seconds a container without a health check must keep running to count as up. Twice the half
+# second that a service failing at start may take to exit: probes come every PROBE_INTERVAL and
+# Docker's view of a container lags a little, so a shorter settle could still see it running.
+SETTLE = 1.0
 
 
 class ImageCheck:

@@ -44,7 +44,7 @@ from typing import Any
 import psutil
 
 from envkit.errors import LockTimeout, StateError
-from envkit.fsutil import ensure_private_dir, ensure_state_dir
+from envkit.fsutil import ensure_private_dir, ensure_state_dir, open_private
 from envkit.settings import DEFAULT_LOCK_TIMEOUT
 
 log = logging.getLogger("envkit")
@@ -353,7 +353,9 @@ class _Owner:
 
 
 @contextlib.contextmanager
-def state_lock(state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
+def state_lock(
+    state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT, *, unless_stuck_after: float | None = None
+) -> Iterator[str | None]:
     """Hold the stack's state lock; :class:`LockTimeout` names its holder after ``timeout`` seconds.
 
     A plain ``flock`` on ``lock``, polled every 1 to 10 ms: it is held for a
@@ -361,6 +363,11 @@ def state_lock(state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterat
     50 ms) would make each waiting joiner lose tens of milliseconds. The
     descriptor is not inheritable, and the kernel drops the lock if the
     process dies while holding it.
+
+    With ``unless_stuck_after`` (``envkit down --all``), a lock still taken after that many
+    seconds by an owner that is stopped (SIGSTOP) or gone is not waited for: the block runs
+    without it, and is given that owner's description. An owner that runs is waited for up to
+    ``timeout``, as always. The block is given None when it holds the lock.
     """
     ensure_state_dir(state_dir)
     path = state_dir / "lock"
@@ -369,7 +376,11 @@ def state_lock(state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterat
     except OSError as err:
         raise StateError(path, err.strerror or str(err)) from None
     try:
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        stuck = None
+        if unless_stuck_after is not None:
+            stuck = _StuckOwner(state_dir, start + min(timeout, unless_stuck_after))
         pause = 0.001
         while True:
             try:
@@ -378,20 +389,75 @@ def state_lock(state_dir: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterat
             except OSError as err:
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise StateError(path, err.strerror or str(err)) from None
+            owner = stuck.look() if stuck is not None else None
+            if owner is not None:
+                yield owner  # without the lock: its owner cannot let go of it
+                return
             if time.monotonic() >= deadline:
                 raise LockTimeout(path, timeout, _lock_owner(state_dir))
             time.sleep(pause)
             pause = min(pause * 2, 0.01)
-        owner = _Owner(os.getpid(), _command())
+        mine = _Owner(os.getpid(), _command())
         with contextlib.suppress(OSError):
-            _write_private(state_dir / "lock.owner", json.dumps(asdict(owner)))
-        yield
+            _write_private(state_dir / "lock.owner", json.dumps(asdict(mine)))
+        yield None
     finally:
         os.close(fd)  # also lets go of the lock
 
 
+class _StuckOwner:
+    """Whether the state lock's owner (as ``lock.owner`` names it) is stopped or gone.
+
+    It looks from ``after`` on, four times a second, and says so only when two looks in a row
+    see the same record: a new owner has its record written a moment after it takes the lock,
+    so a record of an owner that has left, read in that moment, is not taken for a stuck one.
+    """
+
+    EVERY = 0.25  # seconds between looks
+
+    def __init__(self, state_dir: Path, after: float) -> None:
+        self.path = state_dir / "lock.owner"
+        self.next = after
+        self.seen: str | None = None  # the record a look found stuck
+
+    def look(self) -> str | None:
+        """The stuck owner's description once it is sure; None until then (or while it runs)."""
+        now = time.monotonic()
+        if now < self.next:
+            return None
+        self.next = now + self.EVERY
+        try:
+            record = self.path.read_text(encoding="utf-8")
+            owner = json.loads(record)
+            pid, since = int(owner["pid"]), float(owner["since"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self.seen = None
+            return None  # no one can tell who holds it: it is waited for
+        what = _stopped_or_gone(pid, since)
+        if what is None or record != self.seen:
+            self.seen = record if what is not None else None
+            return None
+        return f"{_lock_owner(self.path.parent)}, which is {what}"
+
+
+def _stopped_or_gone(pid: int, since: float) -> str | None:
+    """Whether the process that took the lock at ``since`` is "stopped" or "gone" (None: it runs)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.create_time() > since + _START_TOLERANCE:
+            return "gone"  # its pid belongs to a process started after it took the lock
+        status = proc.status()
+    except psutil.NoSuchProcess:
+        return "gone"
+    except psutil.AccessDenied:  # pragma: no cover - /proc hidden from this user
+        return None
+    if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+        return "gone"
+    return "stopped" if status == psutil.STATUS_STOPPED else None
+
+
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
 

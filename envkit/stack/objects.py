@@ -12,12 +12,13 @@ import contextlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from envkit import faults
 from envkit.docker import labels
 from envkit.docker.engine import Container, ContainerSpec, Daemon, Network, Volume
-from envkit.errors import DaemonError, EnvkitError, ServiceUnhealthy
-from envkit.stack.state import StateFile
+from envkit.errors import DaemonError, EnvkitError, ServiceUnhealthy, StateDirInUse
+from envkit.stack.state import StackState, StateFile
 
 LOG_LINES = 50  # of a service's log, in its ServiceUnhealthy
 
@@ -153,3 +154,15 @@ class StackObjects:
             return self.daemon.logs(cid, lines)
         except EnvkitError:
             return []
+
+
+def refuse_another(
+    state_dir: Path, state: StackState | None, stack_id: str, live: bool, daemon: Daemon
+) -> None:
+    """One state directory holds one stack: :class:`StateDirInUse` when ``state`` describes
+    another stack than ``stack_id`` that still runs (``live`` holders, or containers of its
+    own), so that nothing of it is touched."""
+    if state is None or state.stack == stack_id:
+        return
+    if live or StackObjects(daemon, state.stack).containers():
+        raise StateDirInUse(state_dir, state.stack, state.root, stack_id)

@@ -12,7 +12,10 @@ state directory itself is deleted.
 A reaper is never alone: it keeps a *shadow*, a second process that holds
 ``reaper.shadow.lock`` and takes the reaper's place if the reaper is killed
 (the OOM killer; a kill -9 of it and of every holder), then starts a shadow
-of its own. A holder process that sees no reaper starts one too.
+of its own. A holder process that sees no reaper starts one too. The shadow
+takes no place that was left on purpose: a reaper that finished has removed
+the stack's state first, and one that gave up (an hour of failed looks) says
+so in ``reaper.gave-up``, and its shadow ends with it.
 
 It imports nothing of the image-building side of envkit: everything a
 teardown needs is loaded when it starts, so a checkout or virtualenv deleted
@@ -34,6 +37,7 @@ from pathlib import Path
 from envkit.docker.engine import Daemon
 from envkit.docker.transport import Endpoint
 from envkit.errors import EnvkitError, StateCorrupt
+from envkit.fsutil import open_private
 from envkit.settings import Settings
 from envkit.stack import idle, lease
 from envkit.stack.objects import StackObjects
@@ -45,6 +49,7 @@ LOCK_FILE = "reaper.lock"
 SHADOW_LOCK_FILE = "reaper.shadow.lock"
 LOCK_FD = 3  # where a spawned reaper (or shadow) finds its lock, already taken
 LOG_FILE = "reaper.log"
+GAVE_UP_FILE = "reaper.gave-up"  # the stack id of a reaper that gave up: its shadow lets it be
 _SPAWNED: list[int] = []  # pids of reapers this process started (reaped when they exit)
 
 
@@ -102,29 +107,32 @@ def _spawn(state_dir: Path, stack_id: str, env: Mapping[str, str], *, shadow: bo
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 return False  # one holds it
             raise
-        log_path = str(state_dir / LOG_FILE)
+        log = open_private(state_dir / LOG_FILE, os.O_WRONLY | os.O_APPEND)
         role = ["--shadow"] if shadow else []
-        pid = os.posix_spawn(
-            sys.executable,
-            [
+        try:
+            pid = os.posix_spawn(
                 sys.executable,
-                "-m",
-                "envkit.stack.reaper",
-                *role,
-                "--lock-fd",
-                str(LOCK_FD),
-                str(state_dir),
-                stack_id,
-            ],
-            dict(env),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-                (os.POSIX_SPAWN_DUP2, lock, LOCK_FD),  # the child holds the lock from birth
-            ],
-            setsid=True,
-        )
+                [
+                    sys.executable,
+                    "-m",
+                    "envkit.stack.reaper",
+                    *role,
+                    "--lock-fd",
+                    str(LOCK_FD),
+                    str(state_dir),
+                    stack_id,
+                ],
+                dict(env),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log, 1),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                    (os.POSIX_SPAWN_DUP2, lock, LOCK_FD),  # the child holds the lock from birth
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(log)
     finally:
         os.close(lock)  # the child's descriptor keeps the lock
     _SPAWNED.append(pid)
@@ -142,8 +150,8 @@ class Retry:
     :data:`GIVE_UP` seconds of nothing but failures the reaper gives up.
     """
 
-    def __init__(self, give_up: float = GIVE_UP, clock: Callable[[], float] = time.monotonic) -> None:
-        self.give_up = give_up
+    def __init__(self, give_up: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.give_up = GIVE_UP if give_up is None else give_up
         self.clock = clock
         self.failures = 0
         self.since: float | None = None
@@ -247,6 +255,16 @@ class Reaper:
             self.lock_fd = None
         return True
 
+    def give_up(self) -> None:
+        """Say that this reaper gave up on its stack before it lets go of its lock, so that its
+        shadow does not take its place: a new reaper would try for another hour, and another."""
+        with contextlib.suppress(OSError):
+            fd = open_private(self.state_dir / GAVE_UP_FILE, os.O_WRONLY | os.O_TRUNC)
+            try:
+                os.write(fd, self.stack_id.encode())
+            finally:
+                os.close(fd)
+
 
 def main(argv: list[str]) -> int:
     shadow = argv[:1] == ["--shadow"]
@@ -273,6 +291,9 @@ def main(argv: list[str]) -> int:
         fd = _shadow(state_dir, stack_id, fd)
         if fd is None:
             return 0
+    else:  # a reaper started anew (by a holder, or by status): an earlier one's giving up is over
+        with contextlib.suppress(OSError):
+            (state_dir / GAVE_UP_FILE).unlink(missing_ok=True)
     return _reap(Reaper(state_dir, stack_id, settings, fd))
 
 
@@ -295,30 +316,67 @@ def _shadow(state_dir: Path, stack_id: str, shadow_fd: int) -> int | None:
     state_file = StateFile(state_dir)
     while True:
         time.sleep(POLL)
-        try:
-            state = state_file.read()
-        except StateCorrupt:
-            continue  # the reaper (or the next acquire) repairs it
-        if state is None or state.stack != stack_id:
+        here = _watched(state_file, stack_id)
+        if here is None:
+            continue  # a corrupt state: the reaper (or the next acquire) repairs it
+        if not here:
             return None  # the stack is gone (or another one lives here now): nothing to take over
         fd = _take(state_dir / LOCK_FILE, None)
-        if fd is not None:  # the reaper is gone: take its place (it starts a new shadow)
-            os.close(shadow_fd)
-            _say(f"the reaper of stack {stack_id} is gone: taking its place")
-            return fd
+        if fd is None:
+            continue  # the reaper watches
+        # The reaper let go of its lock: it was killed, or it finished, or it gave up. One that
+        # finished removed the stack's state before it let go, and one that gave up said so.
+        if _gave_up(state_dir, stack_id):
+            os.close(fd)
+            _say(f"the reaper of stack {stack_id} gave up: so does its shadow")
+            return None
+        if _watched(state_file, stack_id) is False:
+            os.close(fd)
+            return None  # the reaper finished: nothing to take over
+        os.close(shadow_fd)  # the reaper is gone: take its place (it starts a new shadow)
+        _say(f"the reaper of stack {stack_id} is gone: taking its place")
+        return fd
 
 
-def _reap(reaper: Reaper) -> int:
+def _watched(state_file: StateFile, stack_id: str) -> bool | None:
+    """Whether the state file describes stack ``stack_id`` (None: it cannot be read)."""
+    try:
+        state = state_file.read()
+    except StateCorrupt:
+        return None
+    return state is not None and state.stack == stack_id
+
+
+def _gave_up(state_dir: Path, stack_id: str) -> bool:
+    """Whether the reaper of ``stack_id`` gave up (see :meth:`Reaper.give_up`)."""
+    try:
+        return (state_dir / GAVE_UP_FILE).read_text(encoding="utf-8") == stack_id
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _reap(reaper: Reaper, retry: Retry | None = None) -> int:
     with contextlib.suppress(EnvkitError):  # connects now: loads what a teardown needs
         reaper.objects.containers()
     _say(f"watching stack {reaper.stack_id}")
-    retry = Retry()
+    retry = retry or Retry()
+    shadow_failures = 0
     while True:
         time.sleep(POLL)
-        try:
+        try:  # apart from the look at the stack: a shadow that cannot start must not stop a teardown
             reaper.keep_shadow()
+            shadow_failures = 0
+        except Exception as err:  # said, and tried again at the next look
+            shadow_failures += 1
+            if shadow_failures == 1 or shadow_failures % 120 == 0:
+                _say(f"cannot start a shadow (will retry): {type(err).__name__}: {err}".splitlines()[0])
+        try:
             done = reaper.step()
             retry.succeeded()
+        except StateCorrupt as err:  # a state file no retry repairs (a directory in its place)
+            _say("giving up: " + "; ".join(line.strip() for line in str(err).splitlines()))
+            reaper.give_up()
+            return 1
         except Exception as err:  # the daemon is away, the lock is busy, or worse: try again
             wait = retry.failed()
             if retry.failures == 1 or retry.failures % 120 == 0:
@@ -327,7 +385,8 @@ def _reap(reaper: Reaper) -> int:
                 else:
                     _say("will retry after an unexpected error:\n" + traceback.format_exc())
             if wait is None:
-                _say(f"giving up after {GIVE_UP / 60:.0f} minutes of failures")
+                _say(f"giving up after {retry.give_up / 60:.0f} minutes of failures")
+                reaper.give_up()
                 return 1
             reaper.forget_daemon()
             time.sleep(wait)

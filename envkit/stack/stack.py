@@ -33,14 +33,14 @@ from envkit import faults
 from envkit.config.find import load
 from envkit.config.model import StackConfig
 from envkit.docker.engine import Daemon
-from envkit.errors import ConfigError, EnvkitError, LockTimeout, StateCorrupt, StateDirInUse, StateError
+from envkit.errors import ConfigError, EnvkitError, StateCorrupt, StateDirInUse, StateError
 from envkit.progress import Progress, Silent
 from envkit.settings import Settings
 from envkit.stack import lease, reaper
 from envkit.stack.handle import StackHandle, handle
 from envkit.stack.idle import Outcome, decide, mark_idle
 from envkit.stack.launch import Launcher
-from envkit.stack.objects import StackObjects
+from envkit.stack.objects import StackObjects, refuse_another
 from envkit.stack.reconcile import reconcile
 from envkit.stack.state import StackState, StateFile, recover
 from envkit.stack.wanted import desired
@@ -162,7 +162,7 @@ def acquire(
     return stack.acquire(services, keep=keep, ttl=ttl)
 
 
-FORCE_WAIT = 5.0  # seconds `envkit down --all` waits for the state lock before it goes ahead
+FORCE_WAIT = 5.0  # seconds `envkit down --all` waits for the lock of a stopped owner before it goes ahead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Down:
 
     removed: int  # containers removed
     holders: list[lease.Holder]  # the holders that held the stack
-    lock_owner: str | None = None  # with --all: who held the state lock it did not wait for
+    lock_owner: str | None = None  # with --all: who held the state lock it did not wait for (stopped or gone)
 
 
 def call_bound(settings: Settings) -> float:
@@ -320,8 +320,7 @@ class Stack:
         if state is not None:
             if state.stack == self.id:
                 return state
-            if live or StackObjects(self.daemon, state.stack).containers():
-                raise StateDirInUse(self.state_dir, state.stack, state.root, self.id)
+            refuse_another(self.state_dir, state, self.id, bool(live), self.daemon)
             problem = f"describes stack {state.stack!r}, which no longer runs"
         found = self.objects.containers() if containers is None else list(containers)
         networks = self.objects.networks()
@@ -431,26 +430,34 @@ class Stack:
     def down(self, force: bool = False) -> Down:
         """Remove ``envkit up`` pins, then stop the stack unless other holders remain (or ``force``).
 
-        With ``force``, a state lock that stays taken (its owner stopped or stuck) does not stop
-        the stop: after a short wait the stack is removed by its label all the same.
+        With ``force``, a state lock whose owner is stopped (SIGSTOP) or gone does not stop the
+        stop: after :data:`FORCE_WAIT` seconds the stack is removed by its label all the same.
+        An owner that runs is waited for, as long as for any lock (then LockTimeout names it).
+        A state directory that holds another stack, which runs, is StateDirInUse: nothing of it
+        is touched.
         """
-        try:
-            with self._locked(min(self.settings.lock_timeout, FORCE_WAIT) if force else None):
-                lease.remove_pins(self.state_dir)
-                live, _ = lease.prune(self.state_dir)
-                if live and not force:
-                    return Down(0, live)
-                if force:
-                    lease.remove_all(self.state_dir)
-                return Down(self.objects.stop(self.state_file), live)
-        except LockTimeout as err:
-            if not force:
-                raise
+        stuck = FORCE_WAIT if force else None
+        with (
+            lease.state_lock(self.state_dir, self.settings.lock_timeout, unless_stuck_after=stuck) as passed,
+            self.daemon.bounded(call_bound(self.settings)),
+        ):
+            self._refuse_another()
+            lease.remove_pins(self.state_dir)
             live, _ = lease.prune(self.state_dir)
-            lease.remove_all(self.state_dir)
-            with self.daemon.bounded(call_bound(self.settings)):
-                removed = self.objects.stop(self.state_file)
-            return Down(removed, live, lock_owner=err.holder)
+            if live and not force:
+                return Down(0, live)
+            if force:
+                lease.remove_all(self.state_dir)
+            return Down(self.objects.stop(self.state_file), live, lock_owner=passed)
+
+    def _refuse_another(self) -> None:
+        """StateDirInUse if the state directory holds another stack that runs (changes nothing)."""
+        try:
+            state = self.state_file.read()
+        except StateCorrupt:
+            return  # whose it was cannot be told: this stack's own labels decide what goes
+        live = any(lease.is_alive(h, p) for h, p in lease.read_holders(self.state_dir))
+        refuse_another(self.state_dir, state, self.id, live, self.daemon)
 
     def status(self) -> dict[str, Any]:
         """What runs, who holds it and for how long it stays: a JSON-ready dict (changes nothing)."""

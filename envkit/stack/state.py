@@ -20,7 +20,7 @@ from typing import Any
 
 from envkit.docker import labels
 from envkit.docker.engine import Container, Network
-from envkit.errors import StateCorrupt
+from envkit.errors import StateCorrupt, StateError
 from envkit.fsutil import atomic_write_text
 
 SCHEMA = 1
@@ -170,6 +170,8 @@ class StateFile:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise StateCorrupt(self.path, "it is a directory, not a file", self._not_a_file()) from None
         except (OSError, UnicodeDecodeError) as err:
             raise StateCorrupt(self.path, f"{type(err).__name__}: {err}") from None
         try:
@@ -183,10 +185,28 @@ class StateFile:
         with contextlib.suppress(OSError):
             if self.path.read_text(encoding="utf-8") == text:
                 return
-        atomic_write_text(self.path, text)
+        try:
+            atomic_write_text(self.path, text)
+        except StateError:
+            if self.path.is_dir():
+                raise StateCorrupt(self.path, "it is a directory, not a file", self._not_a_file()) from None
+            raise
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Remove the state (the stack is gone); a state file that cannot be removed is a
+        :class:`StateError` naming it, never an OSError."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except IsADirectoryError:
+            raise StateCorrupt(self.path, "it is a directory, not a file", self._not_a_file()) from None
+        except OSError as err:
+            raise StateError(self.path, f"cannot remove it: {err.strerror or err}") from None
+
+    def _not_a_file(self) -> str:
+        return (
+            f"remove that directory (`rm -r {self.path}`) once you have kept what you need from it; "
+            "envkit then rebuilds the stack's state from its containers' labels"
+        )
 
 
 def recover(stack_id: str, containers: Sequence[Container], networks: Sequence[Network]) -> StackState:

@@ -9,9 +9,10 @@ from typing import Any
 from envkit.config.model import StackConfig
 from envkit.docker.engine import Container, Daemon
 from envkit.errors import StateCorrupt
+from envkit.fsutil import check_state_dir
 from envkit.stack import lease, reaper
 from envkit.stack.handle import HOST
-from envkit.stack.objects import StackObjects
+from envkit.stack.objects import StackObjects, refuse_another
 from envkit.stack.state import StateFile
 
 
@@ -19,17 +20,25 @@ def status(
     config: StackConfig, daemon: Daemon, *, revive: Callable[[], bool] | None = None
 ) -> dict[str, Any]:
     """The stack's status as a JSON-ready dict. ``revive`` starts a reaper for a stack that is
-    up with none watching it (a killed reaper), and says whether it did."""
+    up with none watching it (a killed reaper), and says whether it did.
+
+    A state directory that holds another stack, which runs, is :class:`StateDirInUse`: its
+    holders and services are not this stack's to show."""
     now = time.time()
     problem = None
+    check_state_dir(config.state_dir)  # one others may write to is not even read
     try:
         state = StateFile(config.state_dir).read()
     except StateCorrupt as err:
         state, problem = None, str(err).splitlines()[0]
+    found = lease.read_holders(config.state_dir)
     if state is not None and state.stack != config.id:  # the directory holds another stack
+        refuse_another(
+            config.state_dir, state, config.id, any(lease.is_alive(h, p) for h, p in found), daemon
+        )
         where = f" (the project at {state.root})" if state.root else ""
-        problem = f"{config.state_dir} holds stack {state.stack!r}{where}, not this one"
-        state = None
+        problem = f"{config.state_dir} holds stack {state.stack!r}{where}, which no longer runs, not this one"
+        state, found = None, []  # what is left of it is not this stack's
     containers = {c.id: c for c in StackObjects(daemon, config.id).containers()}
     services = {}
     for name in sorted(set(config.services) | set(state.services if state else ())):
@@ -44,7 +53,7 @@ def status(
             "error": svc.error.get("reason") if svc and svc.error else None,
         }
     holders = []
-    for holder, path in lease.read_holders(config.state_dir):
+    for holder, path in found:
         holders.append(
             {
                 "id": holder.id,
@@ -70,7 +79,7 @@ def status(
         "project": config.name,
         "state_dir": str(config.state_dir),
         "engine": daemon.endpoint.to_json(),
-        "running": bool(containers),
+        "running": any(c.running for c in containers.values()),  # not a stack of exited containers
         "up_for": round(now - state.created, 1) if state else None,
         "network": state.network if state else None,
         "services": services,

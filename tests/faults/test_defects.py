@@ -53,14 +53,29 @@ def test_one_state_dir_holds_one_stack(stack_project: StackProject, tmp_path: Pa
         assert refused.returncode == 1, refused.stdout
         assert "already holds stack" in refused.stderr and str(x.root) in refused.stderr
         assert "Traceback" not in refused.stderr
-        status = json.loads(y("status", "--json").stdout)
-        assert status["state_error"] and "not this one" in status["state_error"]
-        assert all(not s["endpoints"] for s in status["services"].values())  # never the other stack's ports
         assert x.client.containers(all=True, filters={"label": "envkit.project=other"}) == []
+
+        # Nor may the other project's down, down --all or status touch (or show) the first stack.
+        def first_stack() -> tuple[bytes, list[str], list[str]]:
+            containers = x.client.containers(filters={"label": f"envkit.project={x.project.stack}"})
+            return (
+                (shared / "state.json").read_bytes(),
+                sorted(p.name for p in (shared / "holders").iterdir()),  # the pin of `envkit up`
+                sorted(c["Id"] for c in containers),
+            )
+
+        before = first_stack()
+        assert len(before[1]) == 1 and len(before[2]) == 1
+        for args in (("status",), ("status", "--json"), ("down",), ("down", "--all")):
+            refused = y(*args)
+            assert refused.returncode == 1, (args, refused.stdout)
+            assert "already holds stack" in refused.stderr and str(x.root) in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr and refused.stdout == ""
+            assert first_stack() == before, args
     finally:
         assert x.cli("down", "--all", ENVKIT_STATE_DIR=str(shared)).returncode == 0
         remove_stack_images(x.client, "other")  # what the refused project built before it was refused
-    x.wait_until(x.gone, 15, "the first stack goes")
+    assert x.client.containers(all=True, filters={"label": f"envkit.project={x.project.stack}"}) == []
 
 
 def test_a_holder_file_of_the_wrong_shape_breaks_nothing(stack_project: StackProject) -> None:
@@ -82,8 +97,11 @@ def test_a_holder_file_of_the_wrong_shape_breaks_nothing(stack_project: StackPro
 
 def test_envkits_files_are_private(stack_project: StackProject) -> None:
     sp = stack_project
-    sp.state_dir.mkdir(mode=0o777)
-    sp.state_dir.chmod(0o777)  # as a copy or a loose umask might leave it
+    sp.state_dir.mkdir(mode=0o775)
+    sp.state_dir.chmod(0o775)  # as a copy or a loose umask might leave it
+    for name in ("lock.owner", "reaper.log"):  # left readable by an older envkit
+        (sp.state_dir / name).write_text("")
+        (sp.state_dir / name).chmod(0o644)
     holder = sp.holder("--service", "web")
     read_line(holder)
     try:
@@ -92,7 +110,7 @@ def test_envkits_files_are_private(stack_project: StackProject) -> None:
             return stat.S_IMODE(path.stat().st_mode)
 
         assert mode(sp.state_dir) == 0o700
-        for path in (sp.state_dir / "lock.owner", sp.state_dir / "state.json"):
+        for path in (sp.state_dir / "lock.owner", sp.state_dir / "state.json", sp.state_dir / "reaper.log"):
             assert mode(path) & 0o077 == 0, path
         for directory in (sp.state_dir / "manifests", sp.state_dir / "holders"):
             assert mode(directory) == 0o700, directory
@@ -172,3 +190,49 @@ def test_gc_in_one_checkout_keeps_another_checkouts_current_images(
     shutil.rmtree(b_root)  # that checkout is gone: its images are no one's now
     gc = cli_json(a, "gc")
     assert tag_b in gc["removed"], gc
+
+
+def test_a_state_dir_every_user_may_write_to_is_refused(stack_project: StackProject) -> None:
+    """Others could have planted holder files, a state, or links there: it is not used at all."""
+    sp = stack_project
+    sp.state_dir.mkdir()
+    sp.state_dir.chmod(0o777)
+    for args in (("up", "--service", "web"), ("status",), ("down", "--all")):
+        refused = sp.cli(*args)
+        assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+        assert f"refusing the state directory {sp.state_dir}: every user may write to it" in refused.stderr
+        assert "fix:" in refused.stderr and "Traceback" not in refused.stderr
+    assert sorted(p.name for p in sp.state_dir.iterdir()) == []
+    assert sp.gone()
+
+
+def test_a_state_file_that_is_a_directory_is_one_clear_error(stack_project: StackProject) -> None:
+    sp = stack_project
+    path = sp.state_dir / "state.json"
+    path.mkdir(parents=True)
+    for args in (("up", "--service", "web"), ("down", "--all")):
+        failed = sp.cli(*args)
+        assert failed.returncode == 1, (args, failed.stdout, failed.stderr)
+        assert f"{path} is corrupt: it is a directory" in failed.stderr and f"rm -r {path}" in failed.stderr
+        assert "Traceback" not in failed.stderr
+    assert sp.gone()
+    path.rmdir()  # as the fix says
+    assert sp.cli("up", "--service", "web").returncode == 0
+    assert sp.cli("down").returncode == 0
+    sp.wait_until(sp.gone, 15, "the stack goes")
+
+
+def test_status_says_not_running_once_every_container_has_exited(stack_project: StackProject) -> None:
+    sp = stack_project
+    up = sp.cli("up")
+    assert up.returncode == 0, up.stderr
+    assert cli_json(sp, "status")["running"] is True
+    for c in sp.containers():
+        sp.client.kill(c["Id"])
+    sp.wait_until(lambda: all(c["State"] == "exited" for c in sp.containers()), 30, "the containers exit")
+    status = cli_json(sp, "status")
+    assert status["running"] is False, status
+    assert {s["status"] for s in status["services"].values()} == {"exited"}
+    assert "not running" in sp.cli("status").stdout
+    assert sp.cli("down").returncode == 0
+    sp.wait_until(sp.gone, 15, "down removes the exited containers")

@@ -1,17 +1,24 @@
-"""The reaper is never a single point of failure: killed, it is replaced; only one ever runs."""
+"""The reaper is never a single point of failure: killed, it is replaced; only one ever runs. One
+that gives up is not replaced by its shadow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 from integration.stack_fixtures import StackProject, read_line, release
 
 from envkit.stack import lease
+from envkit.stack.state import StackState, StateFile
 
 pytestmark = pytest.mark.docker
 
@@ -106,3 +113,58 @@ def test_many_simultaneous_acquires_start_one_reaper(stack_project: StackProject
         code, err = release(h)
         assert code == 0, err
     sp.wait_until(sp.gone, 15, "the stack goes")
+    sp.wait_until(lambda: not sp.reapers(), 10, "the reaper and its shadow exit")
+    assert "taking its place" not in log(sp), log(sp)  # the reaper finished: no one replaces it
+
+
+# A reaper whose hour of failed looks is over at its first failure: python -c GIVES_UP DIR STACK
+GIVES_UP = """
+import sys
+from envkit.stack import reaper
+reaper.GIVE_UP = 0.0
+sys.exit(reaper.main(sys.argv[1:]))
+"""
+
+
+def test_a_reaper_that_gives_up_is_not_replaced_by_its_shadow(tmp_path: Path) -> None:
+    """The engine is away for good (here: from the start): after its hour the reaper gives up,
+    and its shadow with it. A shadow taking its place would start another hour, and another."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    StateFile(state_dir).save(StackState(stack="gives-up-1234abcd", project="gives-up", root=str(tmp_path)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENVKIT_", "DOCKER_"))}
+    env.update(DOCKER_HOST="unix:///nonexistent.sock", ENVKIT_GRACE="0")
+
+    def watchers() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(state_dir) in (proc.info["cmdline"] or []):
+                found.append(proc)
+        return found
+
+    reaper_proc = subprocess.Popen(
+        [sys.executable, "-c", GIVES_UP, str(state_dir), "gives-up-1234abcd"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = reaper_proc.communicate(timeout=60)
+        assert reaper_proc.returncode == 1, out
+        assert "giving up after 0 minutes of failures" in out, out
+        deadline = time.monotonic() + 15
+        while watchers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shadow_log = (state_dir / "reaper.log").read_text()
+        assert "shadow watching stack gives-up-1234abcd" in shadow_log  # it had a shadow
+        assert "taking its place" not in shadow_log, shadow_log
+        assert "gave up: so does its shadow" in shadow_log, shadow_log
+        assert watchers() == []
+    finally:
+        for proc in watchers():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if reaper_proc.poll() is None:
+            reaper_proc.kill()
+            reaper_proc.communicate()

@@ -13,6 +13,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 import envkit
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -63,3 +65,18 @@ def test_the_readme_installs_what_pyproject_names() -> None:
     assert name is not None and name[1] != "envkit"  # "envkit" on the index is another project
     installs = re.findall(r"pip install ([\w.-]+)", (CHECKOUT / "README.md").read_text())
     assert installs and set(installs) == {name[1]}
+
+
+def test_make_dist_needs_only_the_venv(tmp_path: Path) -> None:
+    """`make dist` builds with the venv's setuptools: it must not need root and apt (system-deps)."""
+    if shutil.which("make") is None:
+        pytest.skip("no make here")
+    shutil.copy(CHECKOUT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")
+    planned = subprocess.run(
+        ["make", "--dry-run", "dist"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "-m venv" in planned.stdout and "-m build" in planned.stdout  # the venv, then the build
+    for system in ("dpkg", "apt-get", "sudo"):
+        assert system not in planned.stdout, planned.stdout

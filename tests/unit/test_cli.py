@@ -179,6 +179,19 @@ def test_a_command_keeps_its_own_help() -> None:
     assert "--explain" in proc.stdout and "--jobs" in proc.stdout and "--pull" in proc.stdout
 
 
+@pytest.mark.parametrize("args", [["build", "--help"], ["--help", "gc"], ["down", "-h"]])
+def test_a_commands_help_is_envkits_usage_not_invokes(args: list[str]) -> None:
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    command = next(a for a in args if not a.startswith("-"))
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"Usage: envkit {command} [options]", lines[0]
+    summary = (ns[command].__doc__ or "").strip().splitlines()[0]
+    assert lines[2].strip() == summary
+    for invoke_only in ("--core-opts", "other tasks here", "Docstring:"):
+        assert invoke_only not in proc.stdout, invoke_only
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

@@ -18,6 +18,8 @@ from envkit.errors import (
     LockTimeout,
     ServiceUnhealthy,
     StackConflict,
+    StateCorrupt,
+    StateDirUnsafe,
     StateError,
 )
 
@@ -35,6 +37,20 @@ from envkit.errors import (
             StateError("/ro/.envkit/x", "Read-only file system"),
             OSError,
             ["/ro/.envkit/x", "ENVKIT_STATE_DIR"],
+        ),
+        (
+            StateCorrupt("/p/.envkit/state.json", "it is a directory, not a file", "remove that directory"),
+            OSError,
+            ["/p/.envkit/state.json is corrupt: it is a directory", "fix: remove that directory"],
+        ),
+        (
+            StateDirUnsafe("/tmp/shared", "every user may write to it (mode 0777)"),
+            OSError,
+            [
+                "refusing the state directory /tmp/shared: every user may write",
+                "chmod 700",
+                "ENVKIT_STATE_DIR",
+            ],
         ),
         (DaemonError("500 Server Error"), RuntimeError, ["failed a request: 500 Server Error", "fix:"]),
         (BaseImageError("api", "alpine:3", "not present"), LookupError, ["'api'", "alpine:3", "fix:"]),

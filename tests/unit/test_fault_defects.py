@@ -60,7 +60,22 @@ def test_a_path_is_not_an_image_reference(tmp_path: Path, ref: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["build", "--image"], ["build", "-i"], ["up", "--service"], ["build", "--image", "--json"]]
+    "args",
+    [
+        ["build", "--image"],
+        ["build", "-i"],
+        ["up", "--service"],
+        ["build", "--image", "--json"],
+        # given with a value once, and once without: Invoke keeps the one, drops the other
+        ["build", "--image", "x", "--image"],
+        ["build", "--image", "x", "--image", "--json"],
+        ["build", "-i", "x", "-i"],
+        ["build", "--image=x", "-i"],
+        ["build", "--image", "--image", "x"],
+        ["build", "--image", "x", "--image="],
+        ["build", "-ji"],
+        ["up", "--service", "no-such-service", "--service"],
+    ],
 )
 def test_a_repeatable_option_without_a_value_is_a_usage_error(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "envkit", *args], capture_output=True, text=True, timeout=60)

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from envkit.errors import LockTimeout
+from envkit.errors import LockTimeout, StateDirUnsafe
 from envkit.stack import lease
 from envkit.stack.lease import Holder
 
@@ -483,3 +483,65 @@ def test_state_dir_is_private(state_dir: Path) -> None:
     with lease.state_lock(state_dir, timeout=5):
         pass
     assert state_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_lock_owner_file_left_readable_by_others_is_made_private(state_dir: Path) -> None:
+    """O_CREAT's mode applies to new files only: an older lock.owner of mode 0644 is made 0600."""
+    state_dir.mkdir(mode=0o700)
+    owner = state_dir / "lock.owner"
+    owner.write_text("{}")
+    owner.chmod(0o644)
+    with lease.state_lock(state_dir, timeout=5):
+        pass
+    assert owner.stat().st_mode & 0o777 == 0o600
+    assert json.loads(owner.read_text())["pid"] == os.getpid()
+
+
+def test_a_world_writable_state_dir_is_refused(state_dir: Path) -> None:
+    """Others may have planted files there already: making it private now would keep them."""
+    state_dir.mkdir()
+    state_dir.chmod(0o777)
+    with pytest.raises(StateDirUnsafe) as caught, lease.state_lock(state_dir, timeout=5):
+        pytest.fail("used a state directory every user may write to")
+    message = str(caught.value)
+    assert str(state_dir) in message and "every user may write to it (mode 0777)" in message
+    assert "fix:" in message and "ENVKIT_STATE_DIR" in message
+    assert list(state_dir.iterdir()) == []  # nothing written there
+
+
+def test_a_state_dir_of_another_user_is_refused(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state_dir.mkdir(mode=0o700)
+    owner = state_dir.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)  # as another user sees it
+    with pytest.raises(StateDirUnsafe) as caught:
+        lease.register(state_dir, lease.new_holder("pin"))
+    monkeypatch.undo()
+    assert str(state_dir) in str(caught.value) and f"belongs to another user (uid {owner}" in str(
+        caught.value
+    )
+    assert list(state_dir.iterdir()) == []
+
+
+def test_a_state_dir_its_group_may_write_to_is_made_private(state_dir: Path) -> None:
+    state_dir.mkdir()
+    state_dir.chmod(0o775)  # an umask of 002
+    with lease.state_lock(state_dir, timeout=5):
+        pass
+    assert state_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_stopped_or_gone_lock_owners_are_told_from_running_ones() -> None:
+    sleeper = spawn(SLEEP)
+    try:
+        ready(sleeper)
+        since = time.time()
+        assert lease._stopped_or_gone(sleeper.pid, since) is None  # it runs (asleep)
+        sleeper.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while psutil.Process(sleeper.pid).status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lease._stopped_or_gone(sleeper.pid, since) == "stopped"
+        assert lease._stopped_or_gone(sleeper.pid, since - 3600) == "gone"  # a pid reused since
+    finally:
+        stop(sleeper)
+    assert lease._stopped_or_gone(sleeper.pid, since) == "gone"

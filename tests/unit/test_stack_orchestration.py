@@ -6,6 +6,13 @@ no reaper process: what the reaper would be asked to do is recorded.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +20,20 @@ import pytest
 from fake_engine import FakeDaemon
 
 from envkit.config.find import load
-from envkit.errors import ServiceUnhealthy, StackStopped, StateCorrupt
+from envkit.errors import (
+    LockTimeout,
+    ServiceUnhealthy,
+    StackStopped,
+    StateCorrupt,
+    StateDirInUse,
+    StateDirUnsafe,
+)
 from envkit.settings import Settings
 from envkit.stack import reaper
+from envkit.stack import stack as stack_module
 from envkit.stack.idle import Outcome
 from envkit.stack.stack import Stack
-from envkit.stack.state import StateFile
+from envkit.stack.state import StackState, StateFile
 
 STACK = """
 [stack]
@@ -197,3 +212,168 @@ def test_a_release_that_fails_at_exit_is_reported() -> None:
         "envkit: could not release stack demo-1234abcd at exit: waited 120s for the stack lock" in proc.stderr
     )
     assert "Traceback" not in proc.stderr
+
+
+# --- one state directory, one stack: down and status touch nothing of another stack ---------------
+
+
+@pytest.fixture
+def other(tmp_path: Path, fake: FakeDaemon) -> Stack:
+    """Project "other", whose state directory is the ``stack`` fixture's (as ENVKIT_STATE_DIR would
+    make it), on the same engine."""
+    root = tmp_path / "other-project"
+    root.mkdir()
+    (root / "envkit.toml").write_text(STACK.replace('name = "demo"', 'name = "other"'))
+    config = load(root, environ={"ENVKIT_STATE_DIR": str(tmp_path / ".envkit")})
+    return Stack(config, fake, settings=Settings(lock_timeout=5.0, grace=3.0))  # type: ignore[arg-type]
+
+
+def snapshot(state_dir: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(state_dir)): p.read_bytes()
+        for p in sorted(state_dir.rglob("*"))
+        if p.is_file() and p.name not in ("lock", "lock.owner")
+    }
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["down", "down --all"])
+def test_down_in_a_state_dir_holding_another_running_stack_is_refused(
+    stack: Stack, other: Stack, fake: FakeDaemon, force: bool
+) -> None:
+    assert other.state_dir == stack.state_dir and other.id != stack.id
+    held = stack.acquire(["web"])
+    stack.pin(None)  # an `envkit up` pin of the stack that runs: `down` elsewhere must not take it
+    before, running = snapshot(stack.state_dir), fake.running()
+    with pytest.raises(StateDirInUse) as caught:
+        other.down(force=force)
+    assert f"already holds stack {stack.id!r}" in str(caught.value) and "fix:" in str(caught.value)
+    assert snapshot(stack.state_dir) == before  # its state, its holder and its pin
+    assert fake.running() == running and "remove_container" not in fake.calls
+    assert held.release(grace=0.0) is Outcome.HELD  # the pin still holds it
+
+
+def test_status_in_a_state_dir_holding_another_running_stack_is_refused(stack: Stack, other: Stack) -> None:
+    held = stack.acquire(["db"])
+    with pytest.raises(StateDirInUse):
+        other.status()
+    held.release(grace=0.0)
+    assert stack.down().removed == 0  # gone already
+    # Once the other stack no longer runs, its leftovers are said, and not shown as this one's.
+    StateFile(stack.state_dir).save(StackState(stack=stack.id, project="demo", root="/p"))
+    info = other.status()
+    assert "no longer runs" in info["state_error"] and info["holders"] == [] and not info["running"]
+
+
+def test_status_does_not_read_a_state_dir_every_user_may_write_to(stack: Stack) -> None:
+    stack.state_dir.mkdir()
+    stack.state_dir.chmod(0o777)
+    with pytest.raises(StateDirUnsafe, match="every user may write to it"):
+        stack.status()
+
+
+def test_status_is_not_running_when_every_container_has_exited(stack: Stack, fake: FakeDaemon) -> None:
+    held = stack.acquire(["db"])
+    assert stack.status()["running"] is True
+    fake.stop(fake.running()["db"])
+    info = stack.status()
+    assert info["running"] is False and info["services"]["db"]["status"] == "exited"
+    held.release(grace=0.0)
+
+
+# --- a state file that is a directory --------------------------------------------------------------
+
+
+def test_a_state_file_that_is_a_directory_is_state_corrupt_with_the_fix(
+    stack: Stack, fake: FakeDaemon
+) -> None:
+    path = stack.state_dir / "state.json"
+    path.mkdir(parents=True)
+    with pytest.raises(StateCorrupt) as caught:
+        stack.acquire(["db"])
+    assert caught.value.path == path and f"rm -r {path}" in str(caught.value)
+    with pytest.raises(StateCorrupt) as caught:
+        stack.down(force=True)
+    assert f"rm -r {path}" in str(caught.value)
+    path.rmdir()  # as the fix says
+    stack.acquire(["db"]).release(grace=0.0)
+    assert fake.containers_by_id == {}
+
+
+# --- down --all and the state lock's owner ---------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from envkit.stack import lease
+with lease.state_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@contextlib.contextmanager
+def lock_owner(state_dir: Path, hold: float = 120.0) -> Iterator[subprocess.Popen[str]]:
+    """A process holding the stack's state lock for ``hold`` seconds."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state_dir), str(hold)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def quick_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack_module, "FORCE_WAIT", 0.3)
+
+
+def fast(stack: Stack, lock_timeout: float) -> Stack:
+    return Stack(stack.config, stack.daemon, settings=Settings(lock_timeout=lock_timeout, grace=3.0))
+
+
+@pytest.mark.usefixtures("quick_force")
+def test_down_all_waits_for_a_running_lock_owner_then_fails_naming_it(stack: Stack, fake: FakeDaemon) -> None:
+    held = stack.acquire(["db"])
+    with lock_owner(stack.state_dir) as owner:
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as caught:
+            fast(stack, 2.0).down(force=True)
+        assert time.monotonic() - started >= 2.0  # the lock's timeout, not FORCE_WAIT
+        assert f"pid {owner.pid}" in str(caught.value)
+    assert set(fake.running()) == {"db"}  # nothing was stopped without the lock
+    held.release(grace=0.0)
+
+
+@pytest.mark.usefixtures("quick_force")
+def test_down_all_takes_the_lock_that_a_running_owner_lets_go_of(stack: Stack, fake: FakeDaemon) -> None:
+    stack.acquire(["db"])
+    with lock_owner(stack.state_dir, hold=1.5):
+        done = fast(stack, 30.0).down(force=True)
+    assert done.removed == 1 and done.lock_owner is None  # with the lock: it waited
+    assert fake.containers_by_id == {}
+
+
+@pytest.mark.usefixtures("quick_force")
+@pytest.mark.parametrize("how", ["stopped", "gone"])
+def test_down_all_goes_ahead_without_the_lock_of_a_stopped_or_gone_owner(
+    stack: Stack, fake: FakeDaemon, how: str
+) -> None:
+    stack.acquire(["db"])
+    with lock_owner(stack.state_dir) as owner:
+        if how == "stopped":
+            os.kill(owner.pid, signal.SIGSTOP)
+        else:  # the lock outlived the process that recorded itself as its owner
+            gone = subprocess.Popen([sys.executable, "-c", "pass"])
+            gone.wait()
+            record = json.loads((stack.state_dir / "lock.owner").read_text())
+            (stack.state_dir / "lock.owner").write_text(json.dumps({**record, "pid": gone.pid}))
+        started = time.monotonic()
+        done = fast(stack, 60.0).down(force=True)
+        assert time.monotonic() - started < 10
+    assert done.removed == 1 and done.lock_owner is not None and done.lock_owner.endswith(f"which is {how}")
+    assert fake.containers_by_id == {}

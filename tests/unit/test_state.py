@@ -9,7 +9,7 @@ import pytest
 
 from envkit.docker import labels
 from envkit.docker.engine import Container, Network
-from envkit.errors import StateCorrupt
+from envkit.errors import StateCorrupt, StateError
 from envkit.stack.state import ServiceState, StackState, StateFile, recover
 
 
@@ -107,3 +107,31 @@ def test_recovery_reads_the_project_and_the_checkout_from_the_labels() -> None:
         "c1",
         {"5432": 40001},
     )
+
+
+@pytest.mark.parametrize("operation", ["read", "save", "remove"])
+def test_a_state_file_that_is_a_directory_is_state_corrupt_naming_it_and_the_fix(
+    tmp_path: Path, operation: str
+) -> None:
+    """Not an IsADirectoryError (a traceback in the CLI), and not "run it again" (it fails again)."""
+    file = StateFile(tmp_path)
+    file.path.mkdir()
+    with pytest.raises(StateCorrupt) as caught:
+        if operation == "save":
+            file.save(StackState.from_json(good()))
+        else:
+            getattr(file, operation)()
+    message = str(caught.value)
+    assert caught.value.path == file.path and "is a directory" in message
+    assert f"fix: remove that directory (`rm -r {file.path}`)" in message
+    assert file.path.is_dir()  # what it holds is for its owner to look at
+
+
+def test_a_state_file_that_cannot_be_removed_is_a_state_error(tmp_path: Path) -> None:
+    file = StateFile(tmp_path / "gone")  # a directory that is not there is no stack, but:
+    file.remove()
+    file = StateFile(tmp_path / "not-a-dir")
+    (tmp_path / "not-a-dir").write_text("a file where a directory should be")
+    with pytest.raises(StateError) as caught:
+        file.remove()
+    assert str(file.path) in str(caught.value) and "cannot remove it" in str(caught.value)
