@@ -53,13 +53,22 @@ def test_a_hung_engine_under_the_lock_is_an_error_within_half_the_lock_timeout(
     assert sp.gone()
 
 
-def test_a_build_that_prints_nothing_is_stuck_after_the_stall_bound(
-    stack_project: StackProject, proxy: EngineProxy
+@pytest.mark.parametrize(
+    ("dockerfile", "rule", "words"),
+    [
+        ("FROM {base}\nRUN true\n", r"^POST /build", ["printed nothing for 2s", "ENVKIT_BUILD_STALL"]),
+        ("FROM {base}\nENV A=1\n", r"^POST /images/load", ["docker load", "within 2s"]),
+    ],
+    ids=["classic-builder", "assembler-load"],
+)
+def test_a_build_that_hangs_is_stuck_after_the_stall_bound(
+    stack_project: StackProject, proxy: EngineProxy, dockerfile: str, rule: str, words: list[str]
 ) -> None:
     sp = stack_project
-    proxy.on(r"^POST /build", "hang")
+    sp.project.write("images/bb/Dockerfile", dockerfile.replace("{base}", sp.project.base))
+    proxy.on(rule, "hang")
     proc, took = run(sp, proxy, "build", ENVKIT_BUILD_STALL="2")
-    one_clear_error(proc, "printed nothing for 2s", "ENVKIT_BUILD_STALL")
+    one_clear_error(proc, *words)
     assert took < 20, f"took {took:.1f}s"
 
 
