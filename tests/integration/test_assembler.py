@@ -255,7 +255,13 @@ def test_a_dockerfile_with_run_goes_to_the_classic_builder_and_explain_says_why(
     assert data["plain"]["builder"] == "assembler"
     text = project.cli("build", "--explain", check=True).stdout
     assert "classic builder: RUN at line 3 needs the classic builder" in text
-    assert "assembler" in text
+    assert "made by envkit's assembler" in text
+    # the manifest records which builder made each image, and why
+    for name, builder in (("app", "classic"), ("plain", "assembler")):
+        made = json.loads(
+            (project.root / ".envkit/manifests" / name / f"{data[name]['key']}.builder").read_text()
+        )
+        assert made["builder"] == builder and made["why"] == data[name]["builder_reason"]
 
 
 @pytest.mark.parametrize(

@@ -282,3 +282,16 @@ def test_an_ignore_file_that_is_not_utf8_is_a_config_error(root: Path) -> None:
     with pytest.raises(ConfigError, match="not UTF-8") as caught:
         key_of(root)
     assert caught.value.file == root / "images/app/.dockerignore"
+
+
+def test_the_builder_is_part_of_the_key(root: Path) -> None:
+    """The assembler and the classic builder make different images of one Dockerfile: their keys
+    differ (key schema 2), and so do the tags."""
+    from envkit.images.digest import ASSEMBLER, BUILDER, KEY_SCHEMA
+
+    spec = spec_for(root)
+    files = Hasher(StatCache(root / ".envkit" / "stat-cache.json")).context_files(spec)
+    by_classic = image_inputs(spec, files, platform="linux/amd64", bases={}, parents={}, builder=BUILDER)
+    by_envkit = image_inputs(spec, files, platform="linux/amd64", bases={}, parents={}, builder=ASSEMBLER)
+    assert by_classic.key != by_envkit.key
+    assert by_envkit.head()["builder"] == ASSEMBLER and by_envkit.head()["schema"] == KEY_SCHEMA == 2
