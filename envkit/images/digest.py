@@ -95,6 +95,17 @@ class Inputs:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Inputs:
+        """Inputs as recorded (ValueError for a record of the wrong shape)."""
+        for name in ("args", "bases", "parents", "files"):
+            value = data[name]
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ValueError(f"{name} is not a map of strings")
+        if not isinstance(data["dockerfile"], str) or not isinstance(data["platform"], str):
+            raise ValueError("dockerfile or platform is not a string")
+        if data["target"] is not None and not isinstance(data["target"], str):
+            raise ValueError("target is not a string")
         return cls(
             dockerfile=data["dockerfile"],
             args=data["args"],

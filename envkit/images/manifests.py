@@ -19,7 +19,10 @@ from envkit.fsutil import atomic_write_text, ensure_private_dir, ensure_state_di
 from envkit.images.digest import RECIPE_BUILDER, Inputs, short_key, split_entry
 
 # Build args whose values are secrets, by their names: their values never reach envkit's files.
-SECRET_ARG = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|_KEY$|^KEY$", re.IGNORECASE)
+SECRET_ARG = re.compile(
+    r"TOKEN|SECRET|PASS(WORD|WD)?($|_)|CREDENTIAL|AUTH|PRIVATE|CERT|APIKEY|API_KEY|_PAT$|^PAT$|_KEY$|^KEY$",
+    re.IGNORECASE,
+)
 
 
 def redacted(args: Mapping[str, str]) -> dict[str, str]:
@@ -70,8 +73,8 @@ class Manifests:
         try:
             key = (folder / "latest").read_text(encoding="utf-8").strip()
             return Inputs.from_json(json.loads((folder / f"{key}.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # unreadable, or a record of the wrong shape: nothing to explain from
 
     def made_by(self, image: str, key: str) -> tuple[str, str]:
         """Which builder made the image of ``key``, and why that one ("" when not recorded)."""

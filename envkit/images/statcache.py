@@ -82,8 +82,8 @@ class StatCache:
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         self.seen.add(path)
         entry = self.entries.get(path)
-        if entry is None or entry[:-1] != self.signature(st):
-            return None
+        if not isinstance(entry, list) or entry[:-1] != self.signature(st) or not isinstance(entry[-1], str):
+            return None  # unknown, changed, or a record of the wrong shape: hash the file
         if self._racy(st):
             return None  # could have changed within the timestamp granularity
         return str(entry[-1])

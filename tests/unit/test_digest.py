@@ -295,3 +295,55 @@ def test_the_builder_is_part_of_the_key(root: Path) -> None:
     by_envkit = image_inputs(spec, files, platform="linux/amd64", bases={}, parents={}, builder=ASSEMBLER)
     assert by_classic.key != by_envkit.key
     assert by_envkit.head()["builder"] == ASSEMBLER and by_envkit.head()["schema"] == KEY_SCHEMA == 2
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"args": 5},
+        {"files": ["a"]},
+        {"bases": {"x": 1}},
+        {"dockerfile": None},
+        {"target": 3},
+        {"parents": "p"},
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_explains_nothing_instead_of_failing(
+    root: Path, damage: dict[str, object]
+) -> None:
+    import json
+
+    from envkit.images.manifests import Manifests
+
+    inputs = key_of(root)
+    manifests = Manifests(root / ".envkit" / "manifests")
+    manifests.record("app", inputs)
+    path = root / ".envkit" / "manifests" / "app" / f"{inputs.key}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **damage}))
+    assert manifests.latest("app") is None
+    assert explain(manifests.latest("app"), inputs) == ["no earlier build of this image is recorded here"]
+
+
+@pytest.mark.parametrize("entry", [5, "x", [], [1, 2, 3], None, {"a": 1}])
+def test_a_stat_cache_entry_of_the_wrong_shape_means_hash_the_file(root: Path, entry: object) -> None:
+    cache = StatCache(root / ".envkit" / "stat-cache.json")
+    path = str(root / "images/app/a.txt")
+    cache.entries[path] = entry  # type: ignore[assignment]
+    assert cache.lookup(path, os.stat(path)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("NPM_TOKEN", True), ("DB_PASS", True), ("DB_PASSWORD", True), ("APIKEY", True), ("API_KEY", True),
+        ("AUTH", True), ("GITHUB_PAT", True), ("TLS_CERT", True), ("PRIVATE_KEY", True), ("SSH_KEY", True),
+        ("PASSENGER", False), ("VERSION", False), ("PYTHON_VERSION", False), ("KEYBOARD", False),
+    ],
+)  # fmt: skip
+def test_build_args_that_look_like_secrets_are_recorded_only_as_digests(name: str, secret: bool) -> None:
+    from envkit.images.manifests import redacted
+
+    recorded = redacted({name: "hunter2"})[name]
+    assert (recorded != "hunter2") is secret
+    if secret:
+        assert recorded.startswith("sha256:")
