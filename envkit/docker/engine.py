@@ -15,6 +15,7 @@ within :data:`CONNECT_TIMEOUT` seconds when it does not answer.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import functools
@@ -165,6 +166,8 @@ class _Connection:
         self._bounds = threading.local()  # per thread: the bound a `bounded` block sets
         self._cache_dir = cache_dir
         self._platform: str | None = None
+        self._auths: dict[str, str | None] = {}  # registry -> X-Registry-Auth (read once each)
+        self._auth_lock = threading.Lock()
         try:
             self._transport = transport or connect(self.endpoint, environ)
             with self._transport.request("GET", "/_ping", timeout=CONNECT_TIMEOUT) as response:
@@ -251,6 +254,7 @@ class _Connection:
         query: Mapping[str, str] | str | None = None,
         *,
         body: Any = None,
+        headers: Mapping[str, str] | None = None,
         timeout: float | bool | None = True,
         versioned: bool = True,
         missing_ok: bool = False,
@@ -258,7 +262,14 @@ class _Connection:
         """A request whose answer is one JSON document (None for a 404 with ``missing_ok``,
         or for an empty body)."""
         with self._call(
-            method, path, query, body=body, timeout=timeout, versioned=versioned, missing_ok=missing_ok
+            method,
+            path,
+            query,
+            body=body,
+            headers=headers,
+            timeout=timeout,
+            versioned=versioned,
+            missing_ok=missing_ok,
         ) as response:
             if response.status == 404:
                 return None
@@ -324,7 +335,70 @@ def _answer_shape(method: Callable[_P, _T]) -> Callable[_P, _T]:
     return checked
 
 
-class Daemon(_Connection):
+class _Registries(_Connection):
+    """What the engine does with registries for envkit: pull, push, and look up what a registry
+    holds, each with the docker CLI's credentials for that registry (read once per registry)."""
+
+    def pull(self, ref: str, *, stall: float | None) -> Iterator[dict[str, Any]]:
+        """``docker pull REF``, with the docker CLI's credentials for its registry; its messages."""
+        name, sep, digest = ref.partition("@")
+        repository, tag = name, ""
+        if not sep and ":" in name.rsplit("/", 1)[-1]:
+            repository, tag = name.rsplit(":", 1)
+        query = {"fromImage": repository, "tag": digest or tag or "latest"}
+        auth = self._registry_auth(ref)
+        headers = {"X-Registry-Auth": auth} if auth else {}
+        yield from self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
+
+    @_answer_shape
+    def distribution(self, ref: str, *, timeout: float) -> dict[str, Any] | None:
+        """What the registry of ``ref`` holds under it (``GET /distribution/REF/json``: its
+        descriptor), asked through the engine with the docker CLI's credentials; None when the
+        registry answers that there is no such manifest or repository. Any other failure (a
+        registry that does not answer, refuses the credentials) is a DaemonError."""
+        auth = self._registry_auth(ref)
+        headers = {"X-Registry-Auth": auth} if auth else None
+        try:
+            found = self._json(
+                "GET", f"/distribution/{_path(ref)}/json", headers=headers, timeout=timeout, missing_ok=True
+            )
+        except DaemonError as err:
+            # Engines and registries word "not there" differently (a 500 from some engines).
+            if any(word in err.detail.lower() for word in _ABSENT):
+                return None
+            raise
+        return None if found is None else dict(found)
+
+    def push(self, ref: str, *, stall: float | None) -> Iterator[dict[str, Any]]:
+        """``docker push REF`` (a tagged reference), with the docker CLI's credentials; its
+        progress messages. A push that fails is a DaemonError (the engine reports it in the
+        stream, not in the status: read to the end)."""
+        repository, _, tag = ref.rpartition(":")
+        # The engine wants the header even without credentials: "{}" is "none".
+        auth = self._registry_auth(ref) or base64.urlsafe_b64encode(b"{}").decode()
+        path = f"/images/{_path(repository)}/push"
+        for message in self._stream(
+            "POST", path, {"tag": tag}, headers={"X-Registry-Auth": auth}, timeout=stall
+        ):
+            if message.get("error") or message.get("errorDetail"):
+                detail = (message.get("errorDetail") or {}).get("message") or message.get("error")
+                raise DaemonError(f"pushing {ref} failed: {detail}")
+            yield message
+
+    def _registry_auth(self, ref: str) -> str | None:
+        """The ``X-Registry-Auth`` value for the registry of ``ref`` (None: no credentials), read
+        once per registry: a credential helper is a process per call."""
+        registry = ref.split("/", 1)[0] if _has_registry(ref) else "docker.io"
+        with self._auth_lock:
+            if registry not in self._auths:
+                try:
+                    self._auths[registry] = registry_auth(ref, self._environ)
+                except TransportError as err:
+                    raise DaemonError(err.detail) from None
+            return self._auths[registry]
+
+
+class Daemon(_Registries):
     """A connection to the Docker engine (see :func:`envkit.docker.transport.discover`).
 
     ``timeout`` bounds each call's wait for the engine; builds, pulls and
@@ -413,21 +487,11 @@ class Daemon(_Connection):
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         yield from self._stream("POST", "/build", query, body=context, headers=headers, timeout=stall)
 
-    def pull(self, ref: str, *, stall: float | None) -> Iterator[dict[str, Any]]:
-        """``docker pull REF``, with the docker CLI's credentials for its registry; its messages."""
-        name, sep, digest = ref.partition("@")
-        repository, tag = name, ""
-        if not sep and ":" in name.rsplit("/", 1)[-1]:
-            repository, tag = name.rsplit(":", 1)
-        query = {"fromImage": repository, "tag": digest or tag or "latest"}
-        headers = {}
-        try:
-            auth = registry_auth(ref, self._environ)
-        except TransportError as err:
-            raise DaemonError(err.detail) from None
-        if auth:
-            headers["X-Registry-Auth"] = auth
-        yield from self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
+    @_answer_shape
+    def history(self, ref: str) -> list[str]:
+        """``docker history REF``: what made each layer (``CreatedBy``), newest first."""
+        found = self._json("GET", f"/images/{_path(ref)}/history") or []
+        return [str(entry.get("CreatedBy") or "") for entry in found]
 
     @_answer_shape
     def save(self, image: str, *, stall: float | None) -> Iterator[bytes]:
@@ -621,6 +685,17 @@ def _message(body: bytes) -> str:
         text = str(json.loads(text).get("message") or text)
     lines = text.splitlines()
     return lines[0] if lines else "(no message)"
+
+
+# How a registry (through the engine) says that a reference is not there.
+_ABSENT = ("manifest unknown", "name unknown", "not found")
+
+
+def _has_registry(ref: str) -> bool:
+    """Whether ``ref`` starts with a registry host (``ghcr.io/...``, ``127.0.0.1:5000/...``),
+    as Docker decides it: a first component with a dot, a port, or ``localhost``."""
+    first, sep, _ = ref.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
 
 
 def _filters(label: str) -> str:
