@@ -1,0 +1,71 @@
+"""Where a value of a compose file is: its path of keys, its file and line, for error messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envkit.errors import ConfigError
+
+# The keys (and list indices) from the top of a compose file down to a value.
+Key = tuple[str | int, ...]
+
+
+def dotted(path: Key) -> str:
+    """``("services", "web", "ports", 0)`` -> ``services.web.ports[0]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass
+class Located:
+    """One compose file's values with where each came from."""
+
+    file: Path
+    data: dict[str, Any]
+    lines: dict[Key, int] = field(default_factory=dict)  # a value's 1-based line
+    resets: set[Key] = field(default_factory=set)  # values tagged !reset
+    overrides: set[Key] = field(default_factory=set)  # values tagged !override
+
+    def line(self, path: Key) -> int | None:
+        """The line of ``path``, else of the nearest value above it that has one."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+    def error(self, path: Key, problem: str, fix: str) -> ConfigError:
+        return ConfigError(self.file, dotted(path), problem, fix, line=self.line(path))
+
+
+@dataclass
+class Origins:
+    """Which file (and line) last set each service's keys and each top-level entry, across the
+    merged files: resolution errors name the file and line that said it."""
+
+    places: dict[Key, tuple[Path, int | None]] = field(default_factory=dict)
+
+    def record(self, doc: Located, depth: Mapping[str, int]) -> None:
+        """Remember where ``doc`` sets keys, down to ``depth[section]`` levels below each top key."""
+        for section, value in doc.data.items():
+            self.places[(section,)] = (doc.file, doc.line((section,)))
+            if not isinstance(value, dict):
+                continue
+            for name, entry in value.items():
+                self.places[(section, name)] = (doc.file, doc.line((section, name)))
+                if depth.get(section, 0) > 1 and isinstance(entry, dict):
+                    for key in entry:
+                        path: Key = (section, name, key)
+                        self.places[path] = (doc.file, doc.line(path))
+
+    def error(self, path: Key, problem: str, fix: str) -> ConfigError:
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.places:
+                file, line = self.places[path[:end]]
+                return ConfigError(file, dotted(path), problem, fix, line=line)
+        first = next(iter(self.places.values()), (Path("compose.yaml"), None))
+        return ConfigError(first[0], dotted(path), problem, fix)
