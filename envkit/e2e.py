@@ -18,7 +18,7 @@ from pathlib import Path
 from envkit import settings as settings_mod
 from envkit.config.model import StackConfig
 from envkit.docker.engine import Daemon
-from envkit.images.build import ensure
+from envkit.images.build import ensure, tally
 from envkit.progress import Progress
 from envkit.settings import Settings
 from envkit.stack.stack import Lease, Stack
@@ -51,8 +51,7 @@ def prepare(
     each took."""
     started = time.monotonic()
     results = ensure(config, daemon, progress=progress, build=build, settings=settings)
-    built = sum(r.status == "built" for r in results)
-    images = f"images: {built} built, {len(results) - built} cached in {time.monotonic() - started:.1f}s"
+    images = f"images: {tally(results)} in {time.monotonic() - started:.1f}s"
     stack = Stack(config, daemon, progress, settings=settings)
     before = stack.state_file.read()
     running = {n for n, s in (before.services.items() if before else ()) if s.status == "healthy"}

@@ -15,6 +15,9 @@ value is a :class:`~envkit.errors.ConfigError` naming the variable and the fix.
 ``ENVKIT_TTL``             keep it up that many seconds after the last holder
 ``ENVKIT_BUILD_STALL``     seconds a build, pull or import may print nothing before it is an error
                            (default 600)
+``ENVKIT_CACHE``           a registry path as the images' remote cache (``REGISTRY/PATH``); it wins
+                           over ``[stack] cache``, and set empty it turns the cache off
+``ENVKIT_CACHE_PUSH``      ``1``: push every image a build made (and any the cache lacks) to it (CI)
 ``ENVKIT_FAULT``           for envkit's own fault tests only: ``PHASE`` or ``PHASE:stop`` makes the
                            process kill (or stop) itself at that phase (see :mod:`envkit.faults`)
 =========================  =====================================================================
@@ -42,6 +45,8 @@ KEEP = "ENVKIT_KEEP"
 TTL = "ENVKIT_TTL"
 BUILD_STALL = "ENVKIT_BUILD_STALL"
 FAULT = "ENVKIT_FAULT"
+CACHE = "ENVKIT_CACHE"
+CACHE_PUSH = "ENVKIT_CACHE_PUSH"
 
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
 DEFAULT_GRACE = 3.0  # seconds a stack outlives its last holder, so a late joiner finds it up
@@ -63,6 +68,8 @@ class Settings:
     ttl: float | None = None
     build_stall: float = DEFAULT_BUILD_STALL
     fault: str | None = None  # a fault test's phase (envkit.faults)
+    cache: str | None = None  # ENVKIT_CACHE as set: None when unset, "" (turned off) when empty
+    cache_push: bool = False
 
     def stay(self, keep: bool, ttl: float | None) -> tuple[bool, float | None]:
         """How long a holder wants the stack kept after it leaves: ``keep`` or ``ttl`` as
@@ -91,6 +98,8 @@ class Settings:
             ttl=_env_seconds(env, TTL),
             build_stall=_env_seconds(env, BUILD_STALL, DEFAULT_BUILD_STALL),
             fault=env.get(FAULT, "").strip() or None,
+            cache=env[CACHE].strip() if CACHE in env else None,
+            cache_push=_env_flag(env, CACHE_PUSH),
         )
 
 

@@ -82,6 +82,7 @@ BUILDER_NAMES = {
         "quiet": "print nothing but errors (and the JSON, with --json)",
         "pull": "pull policy for external base images: missing (default), always or never",
         "jobs": "how many independent images to build at once (default 4)",
+        "push": "push to the remote cache what was built, and any current image it lacks",
     },
 )
 def build(
@@ -92,8 +93,9 @@ def build(
     quiet: bool = False,
     pull: str | None = None,
     jobs: str = "4",  # parsed here: invoke answers a bad int with a traceback
+    push: bool = False,
 ) -> None:
-    """Build the stack's images whose inputs changed; the rest are cached."""
+    """Build the stack's images whose inputs changed (or pull them from the remote cache)."""
     from envkit.config.model import PULL_POLICIES
 
     if pull is not None and pull not in PULL_POLICIES:
@@ -102,7 +104,7 @@ def build(
         raise usage(f"--jobs {jobs!r} is not a whole number of at least 1")
     started = time.monotonic()
     with user_errors():
-        from envkit.images.build import ensure
+        from envkit.images.build import ensure, tally
         from envkit.progress import for_terminal
 
         settings, config, daemon = _context()
@@ -115,6 +117,7 @@ def build(
                 progress=progress,
                 jobs=int(jobs),
                 settings=settings,
+                push=push or None,  # else ENVKIT_CACHE_PUSH decides
             )
     if json:
         print(_json.dumps([r.to_json() for r in results], indent=2))
@@ -123,19 +126,19 @@ def build(
         return
     width = max(len(r.image) for r in results) if results else 0
     for r in results:
-        seconds = f"  {r.seconds:.1f}s" if r.status == "built" else ""
+        seconds = f"  {r.seconds:.1f}s" if r.status != "cached" else ""
         print(f"{r.image:<{width}}  {r.status:<6}  {r.tag}{seconds}")
         if explain:
-            for reason in r.reasons or ["inputs unchanged since the last build"]:
-                print(f"{'':<{width}}    - {reason}")
+            lines = list(r.reasons or ["inputs unchanged since the last build"])
+            lines += [r.cache] if r.cache else []
             if r.builder:
-                by = BUILDER_NAMES.get(r.builder, r.builder)
-                print(f"{'':<{width}}    - made by {by}: {r.builder_reason}")
-    built = sum(r.status == "built" for r in results)
-    print(
-        f"{len(results)} images: {built} built, {len(results) - built} cached "
-        f"in {time.monotonic() - started:.1f}s"
-    )
+                lines.append(f"made by {BUILDER_NAMES.get(r.builder, r.builder)}: {r.builder_reason}")
+            lines += [f"pushed to {r.remote}"] if r.pushed else []
+            for line in lines:
+                print(f"{'':<{width}}    - {line}")
+        elif r.pushed:
+            print(f"{'':<{width}}    pushed to {r.remote}")
+    print(f"{len(results)} images: {tally(results)} in {time.monotonic() - started:.1f}s")
 
 
 @task(
@@ -272,13 +275,24 @@ def down(c: Context, all: bool = False, json: bool = False) -> None:
 def status(c: Context, json: bool = False) -> None:
     """Show the stack: its engine, services, health, endpoints, holders and how long it stays up."""
     with user_errors():
-        info = _stack().status()
+        from envkit.images.cache import resolve
+
+        stack = _stack()
+        info = stack.status()
+        remote = resolve(stack.config, stack.settings)
+        info["cache"] = None if remote is None else {**remote.to_json(), "push": stack.settings.cache_push}
     if json:
         print(_json.dumps(info, indent=2))
         return
     engine = info["engine"]
     print(f"stack {info['stack']}: {'running' if info['running'] else 'not running'} ({info['state_dir']})")
     print(f"engine: {engine['host']} (from {engine['source']})")
+    remote = info["cache"]
+    if remote:
+        pushing = "; builds push to it (ENVKIT_CACHE_PUSH)" if remote["push"] else ""
+        print(f"cache: {remote['repository']} (from {remote['source']}){pushing}")
+    else:
+        print("cache: none (set [stack] cache, or ENVKIT_CACHE)")
     if info["state_error"]:
         print(f"state file: {info['state_error']}")
     rows = [("SERVICE", "STATUS", "CONTAINER", "ENDPOINTS", "IMAGE")]

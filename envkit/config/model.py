@@ -130,6 +130,7 @@ class StackConfig:
     volumes: tuple[str, ...] = ()  # named volumes of the stack (created with it, removed with it)
     files: tuple[Path, ...] = ()  # every file the stack was read from (compose: in merge order)
     notes: tuple[str, ...] = ()  # what the loader left out or changed, and why
+    cache: str | None = None  # [stack] cache: a registry path as the images' remote cache
 
     @property
     def id(self) -> str:

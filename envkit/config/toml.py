@@ -30,7 +30,7 @@ from envkit.images import dockerfile as dockerfile_mod
 from envkit.settings import PREFIX
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-_STACK_KEYS = {"name", "pull"}
+_STACK_KEYS = {"name", "pull", "cache"}
 _IMAGE_KEYS = {"context", "dockerfile", "recipe", "args", "target", "platform"}
 _TOP_KEYS = {"stack", "images", "services"}
 _SERVICE_KEYS = {"image", "ports", "environment", "command", "depends_on", "healthcheck", "start_timeout"}
@@ -55,6 +55,11 @@ def parse(data: dict[str, Any], *, file: Path, root: Path, prefix: str, state_di
     pull = stack.get("pull", "missing")
     if pull not in PULL_POLICIES:
         raise err("stack.pull", f"{pull!r} is not a pull policy", f"use one of {', '.join(PULL_POLICIES)}")
+    cache = stack.get("cache")
+    if cache is not None:
+        problem = repository_problem(cache) if isinstance(cache, str) else "not a string"
+        if problem:
+            raise err("stack.cache", problem, 'write cache = "REGISTRY/PATH", e.g. "ghcr.io/team/envkit"')
 
     images_table = _table(data, "images", err, required=False)
     raw: dict[str, dict[str, Any]] = {}
@@ -81,6 +86,7 @@ def parse(data: dict[str, Any], *, file: Path, root: Path, prefix: str, state_di
         state_dir=state_dir.resolve(),
         images=images,
         services=services,
+        cache=cache,
     )
 
 
@@ -378,6 +384,23 @@ _REFERENCE = re.compile(
 
 def _valid_reference(ref: str) -> bool:
     return bool(_REFERENCE.match(ref))
+
+
+_REPOSITORY = re.compile(
+    rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*$"
+)
+
+
+def repository_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a remote cache (``REGISTRY/PATH``: a repository, without a tag
+    or digest), or None when it can."""
+    if not value.strip():
+        return "is empty (leave the setting out for no cache)"
+    if "@" in value or ":" in value.rsplit("/", 1)[-1]:
+        return f"{value!r} names a tag or digest: a cache is a repository path (envkit adds /<image>:<key>)"
+    if not _REPOSITORY.match(value):
+        return f"{value!r} is not a registry path (REGISTRY/PATH, with lower-case path components)"
+    return None
 
 
 def _check_name(name: str, key: str, err: _Err) -> None:

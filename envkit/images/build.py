@@ -1,22 +1,27 @@
-"""Ensure a stack's images exist: a local hit costs no build, a miss builds once.
+"""Ensure a stack's images exist: a local hit costs no build, a miss is pulled or built once.
 
 :func:`plan` computes every selected image's key (see :mod:`envkit.images.digest`)
 without building anything. :func:`ensure` asks the engine once which of those
-tags already exist and builds only the misses: parents before children,
-independent images in parallel (:func:`envkit.graph.run`), each under a
-machine-wide lock so that concurrent runs build a key once. An image is made
-by the builder its spec calls for: envkit's own assembler for a Dockerfile
-without ``RUN`` (:mod:`envkit.images.assemble`: no container, a reproducible
-image), the classic builder for any other (:mod:`envkit.images.classic`), or a
-Debian recipe (:mod:`envkit.images.recipe`).
+tags already exist; with a remote cache (:mod:`envkit.images.cache`) it looks
+the misses up there, all at once, and pulls the hits; it builds only the rest:
+parents before children, independent images in parallel
+(:func:`envkit.graph.run`), each under a machine-wide lock so that concurrent
+runs pull or build a key once. An image is made by the builder its spec calls
+for: envkit's own assembler for a Dockerfile without ``RUN``
+(:mod:`envkit.images.assemble`: no container, a reproducible image), the
+classic builder for any other (:mod:`envkit.images.classic`), or a Debian
+recipe (:mod:`envkit.images.recipe`). Asked to, it then pushes to the cache
+what it built and any current image the cache lacks.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from envkit import graph
+from envkit import settings as settings_mod
 from envkit.config.model import ImageSpec, StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
@@ -35,9 +41,11 @@ from envkit.errors import (
     DaemonError,
     EnvkitError,
     ImageMissing,
+    PushError,
     StateError,
 )
 from envkit.fsutil import atomic_write_text, ensure_private_dir
+from envkit.images import cache
 from envkit.images.assemble import verdict
 from envkit.images.digest import ASSEMBLER, BUILDER, Hasher, Inputs, image_inputs, short_key
 from envkit.images.manifests import Manifests, explain
@@ -53,11 +61,14 @@ class ImageResult:
     image: str
     key: str
     tag: str
-    status: str  # "built" or "cached"
+    status: str  # "cached" (here already), "pulled" (from the remote cache) or "built"
     seconds: float = 0.0
-    reasons: list[str] = field(default_factory=list)  # why it was (re)built
+    reasons: list[str] = field(default_factory=list)  # why it was not here: why it was (re)built
     builder: str = ""  # which builder made it: "assembler", "classic" or "recipe"
     builder_reason: str = ""  # why that one
+    remote: str = ""  # its reference in the remote cache, when the cache was asked about it
+    cache: str = ""  # what the cache did for it: "pulled from REF", or why it was not pulled
+    pushed: bool = False  # pushed to the remote cache by this run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,7 +80,18 @@ class ImageResult:
             "reasons": self.reasons,
             "builder": self.builder,
             "builder_reason": self.builder_reason,
+            "remote": self.remote or None,
+            "cache": self.cache,
+            "pushed": self.pushed,
         }
+
+
+def tally(results: list[ImageResult]) -> str:
+    """``1 built, 2 cached`` (``1 built, 3 pulled, 2 cached`` when the remote cache gave any)."""
+    built = sum(r.status == "built" for r in results)
+    pulled = sum(r.status == "pulled" for r in results)
+    cached = len(results) - built - pulled
+    return f"{built} built, " + (f"{pulled} pulled, " if pulled else "") + f"{cached} cached"
 
 
 @dataclass(frozen=True)
@@ -162,12 +184,27 @@ def ensure(
     jobs: int = DEFAULT_JOBS,
     build: bool = True,
     settings: Settings | None = None,
+    push: bool | None = None,
 ) -> list[ImageResult]:
-    """Make every selected image present under its content-addressed tag.
+    """Make every selected image present under its content-addressed tag: ``cached`` when it
+    is here already, else ``pulled`` when the remote cache has its key, else ``built``.
 
-    With ``build=False`` a missing image is an error instead of a build.
+    With ``build=False`` an image that would have to be built is an error instead. With
+    ``push`` (default: ``ENVKIT_CACHE_PUSH``) what was built, and any current image the cache
+    lacks, is pushed to it afterwards. An image selected only as the parent of ``names`` is
+    left out (and not in the result) when none of them has to be built on it.
     """
     progress = progress or Silent()
+    chosen = settings or Settings.from_env()
+    remote = cache.resolve(config, chosen)
+    if push and remote is None:
+        raise ConfigError(
+            config.file,
+            "stack.cache",
+            "pushing was asked for, and no remote cache is set",
+            f'set cache = "REGISTRY/PATH" under [stack], or {settings_mod.CACHE}=REGISTRY/PATH',
+        )
+    pushing = remote is not None and (chosen.cache_push if push is None else push)
     the_plan = plan(config, daemon, names=names, pull=pull, progress=progress)
     present = _present_keys(daemon, config.name)
     manifests = Manifests(config.state_dir / "manifests")
@@ -180,7 +217,7 @@ def ensure(
         found = present.get(tag)
         if found is None:
             # (a second look finds an image of this key that the label query does not list:
-            # one built before its labels were what they are now)
+            # one built before its labels were what they are now, or pulled from another stack)
             found = daemon.image_labels(tag)
         if found is not None and found.get(labels.KEY) == inputs.key:
             made_by = found.get(labels.BUILDER) or builder
@@ -193,53 +230,231 @@ def ensure(
             results[name] = ImageResult(
                 name, inputs.key, tag, "built", reasons=reasons, builder=builder, builder_reason=why
             )
-            progress.note(name, "rebuilding: " + "; ".join(reasons))
             misses.append(name)
-    chosen = settings or Settings.from_env()
     # `envkit gc` in another checkout keeps what this one needs now.
     CurrentTags(chosen.cache_dir, config.name).record(
         config.state_dir, {n: the_plan.tag(n) for n in the_plan.order}
     )
-    if misses and not build:
-        raise ImageMissing(misses, "; ".join(results[misses[0]].reasons))
-    if misses:
+    scheduler = _Scheduler(
+        the_plan,
+        daemon,
+        results,
+        manifests=manifests,
+        progress=progress,
+        settings=chosen,
+        remote=remote,
+        build=build,
+    )
+    made = scheduler.run(misses, names=names, jobs=jobs, push=pushing)
+    return [results[name] for name in the_plan.order if name in made]
 
-        def work(name: str) -> None:
-            _build_one(
-                the_plan, daemon, results[name], manifests=manifests, progress=progress, settings=chosen
+
+class _Scheduler:
+    """Makes the misses of one :func:`ensure` present, and pushes.
+
+    A miss whose key the remote cache holds is pulled, any other is built: parents first,
+    independent images in parallel, each under its machine-wide lock (so two processes pull or
+    build it once). A parent left out because nothing was to be built on it is made after all
+    when a child's entry is refused and the child is built instead.
+    """
+
+    def __init__(
+        self,
+        the_plan: Plan,
+        daemon: Daemon,
+        results: dict[str, ImageResult],
+        *,
+        manifests: Manifests,
+        progress: Progress,
+        settings: Settings,
+        remote: cache.Remote | None,
+        build: bool,
+    ) -> None:
+        self.plan = the_plan
+        self.daemon = daemon
+        self.results = results
+        self.manifests = manifests
+        self.progress = progress
+        self.settings = settings
+        self.remote = remote
+        self.build = build
+        self.lookups: dict[str, cache.Lookup] = {}
+        self.made = {n for n, r in results.items() if r.status == "cached"}
+        self._locks = {name: threading.Lock() for name in results}
+
+    def run(self, misses: list[str], *, names: list[str] | None, jobs: int, push: bool) -> set[str]:
+        """Make the misses that are needed present (and push, with ``push``); the images that
+        are present now."""
+        if self.remote is not None and (misses or push):
+            # Only a push needs to know what the cache holds of the images here already: a warm
+            # no-op asks the registry nothing.
+            asked = self.plan.order if push else misses
+            self.lookups = cache.lookup(self.daemon, self.remote, {n: self.plan.inputs[n].key for n in asked})
+            for name, found in self.lookups.items():
+                self.results[name].remote = found.ref
+                if name in misses and not found.present:
+                    self.results[name].cache = "not pulled: " + found.why_not(self.remote)
+        work = self._needed(misses, names)
+        to_build = [n for n in work if not self._hit(n)]
+        if to_build and not self.build:
+            raise ImageMissing(to_build, "; ".join(self.results[to_build[0]].reasons))
+        for name in to_build:
+            self.progress.note(name, "rebuilding: " + "; ".join(self.results[name].reasons))
+        if work:
+            config = self.plan.config
+            graph.run(config.image_graph(), work, self.make, jobs=jobs, thread_name="envkit-build")
+        if push:
+            self._push_all(jobs)
+        return self.made
+
+    def _hit(self, name: str) -> bool:
+        found = self.lookups.get(name)
+        return found is not None and found.present
+
+    def _needed(self, misses: list[str], names: list[str] | None) -> list[str]:
+        """The misses to make present: every one, unless ``names`` were asked for; then those,
+        and the parents of each miss to be built (not pulled) on them."""
+        if not names:
+            return misses
+        images = self.plan.config.images
+        missing, needed = set(misses), set()
+        for name in reversed(self.plan.order):  # children first
+            children = [c for c in self.plan.order if name in images[c].parents]
+            if name in missing and (name in names or any(c in needed and not self._hit(c) for c in children)):
+                needed.add(name)
+        return [n for n in misses if n in needed]
+
+    def make(self, name: str) -> None:
+        """Make ``name`` present: pulled when the cache holds its key, else built."""
+        with self._locks[name]:
+            if name in self.made:
+                return
+            result = self.results[name]
+            started = time.monotonic()
+            try:
+                with _machine_lock(result.tag, name, self.progress, self.settings.lock_dir):
+                    if _tag_has_key(self.daemon, result.tag, result.key):
+                        result.status = "cached"
+                        result.reasons = ["built meanwhile by another envkit process"]
+                    elif not (self._hit(name) and self._pull(result)):
+                        self._build(result)
+            except EnvkitError as err:
+                self.progress.note(name, f"failed: {str(err).splitlines()[0]}", State.FAILED)
+                raise
+            result.seconds = time.monotonic() - started
+            inputs = self.plan.inputs[name]
+            self.manifests.record(name, inputs, made_by=(result.builder, result.builder_reason))
+            self.progress.note(name, f"{result.status} {result.tag} in {result.seconds:.1f}s", State.DONE)
+            self.made.add(name)
+
+    def _pull(self, result: ImageResult) -> bool:
+        """Pull ``result``'s image from the cache; False when its entry cannot be used."""
+        assert self.remote is not None
+        try:
+            found = cache.pull(
+                self.daemon,
+                self.remote,
+                result.image,
+                result.key,
+                result.tag,
+                progress=self.progress,
+                stall=self.settings.build_stall,
             )
+        except cache.Unusable as why:
+            result.cache = f"not pulled: {why}"
+            self.progress.note(result.image, "rebuilding: " + "; ".join(result.reasons))
+            return False
+        result.status = "pulled"
+        result.cache = f"pulled from {result.remote}"
+        made_by = found.get(labels.BUILDER) or result.builder
+        if made_by != result.builder:  # the assembler's choice; the classic builder made it
+            result.builder, result.builder_reason = made_by, "the assembler could not make it"
+        return True
 
-        graph.run(config.image_graph(), misses, work, jobs=jobs, thread_name="envkit-build")
-    return [results[name] for name in the_plan.order]
+    def _build(self, result: ImageResult) -> None:
+        name = result.image
+        if not self.build:
+            raise ImageMissing([name], result.cache or "; ".join(result.reasons))
+        for parent in self.plan.config.images[name].parents:
+            self.make(parent)  # a parent left out, now that its child is built after all
+        self.progress.note(name, f"building ({result.builder})", State.WORKING)
+        image_id = _make(self.plan, self.daemon, result, progress=self.progress, settings=self.settings)
+        self.daemon.tag(image_id, result.tag)
+        result.status = "built"
 
+    def _push_all(self, jobs: int) -> None:
+        """Push what was built, and every image here whose key the cache lacks; one PushError
+        for whatever could not be pushed (after trying every one)."""
+        assert self.remote is not None
+        remote = self.remote
+        failures: list[tuple[str, str]] = []
+        leaks: list[str] = []
+        todo = []
+        for name in self.plan.order:
+            found, result = self.lookups[name], self.results[name]
+            if name not in self.made or result.status == "pulled":
+                continue
+            if found.state == cache.UNREACHABLE:
+                failures.append((found.ref, f"the cache did not answer ({found.detail})"))
+            elif not found.present or result.status == "built":  # built: a refused entry, replaced
+                todo.append(name)
 
-def _build_one(
-    the_plan: Plan,
-    daemon: Daemon,
-    result: ImageResult,
-    *,
-    manifests: Manifests,
-    progress: Progress,
-    settings: Settings,
-) -> None:
-    name = result.image
-    inputs = the_plan.inputs[name]
-    started = time.monotonic()
-    try:
-        with _machine_lock(result.tag, name, progress, settings.lock_dir):
-            if _tag_has_key(daemon, result.tag, inputs.key):
-                result.status = "cached"
-                result.reasons = ["built meanwhile by another envkit process"]
-            else:
-                progress.note(name, f"building ({result.builder})", State.WORKING)
-                image_id = _make(the_plan, daemon, result, progress=progress, settings=settings)
-                daemon.tag(image_id, result.tag)
-    except EnvkitError as err:
-        progress.note(name, f"failed: {str(err).splitlines()[0]}", State.FAILED)
-        raise
-    result.seconds = time.monotonic() - started
-    manifests.record(name, inputs, made_by=(result.builder, result.builder_reason))
-    progress.note(name, f"{result.status} {result.tag} in {result.seconds:.1f}s", State.DONE)
+        def one(name: str) -> None:
+            result = self.results[name]
+            ref = self.lookups[name].ref
+            with _machine_lock(result.tag, name, self.progress, self.settings.lock_dir, "pushing"):
+                refused = self.lookups[name].present  # an entry was there: refused, so replaced
+                if not refused and cache.is_there(self.daemon, ref):
+                    result.cache = result.cache or f"{ref} is in the cache"
+                    return  # another envkit process pushed it meanwhile
+                secret = cache.secrets(self.plan.config, name)
+                for arg, (image, _) in secret.items():
+                    where = "its" if image == name else f"its parent {image}'s"
+                    cache.warn(
+                        f"pushing {name}: {where} build arg {arg} looks like a secret; a pushed "
+                        "image carries its history and labels (see the README)"
+                    )
+                found = cache.leaked(self.daemon, result.tag, {a: v for a, (_, v) in secret.items()})
+                if found:
+                    leaks.append(ref)
+                    failures.append(
+                        (ref, f"the value of build arg {', '.join(found)} is in the image (docker history)")
+                    )
+                    return
+                try:
+                    cache.push(
+                        self.daemon,
+                        remote,
+                        name,
+                        result.key,
+                        result.tag,
+                        progress=self.progress,
+                        stall=self.settings.build_stall,
+                    )
+                except DaemonError as err:
+                    failures.append((ref, err.detail))
+                    return
+                result.pushed = True
+
+        if todo:
+            with concurrent.futures.ThreadPoolExecutor(
+                max(1, jobs), thread_name_prefix="envkit-push"
+            ) as pool:
+                list(pool.map(one, todo))
+        if failures:
+            registry = remote.repository.split("/", 1)[0]
+            fixes = []
+            if leaks:
+                fixes.append(
+                    "pass secrets to a build another way than a build arg (the classic builder "
+                    "records in the image the build args a RUN sees); if it is no secret, rename it"
+                )
+            if len(leaks) < len(failures):
+                fixes.append(
+                    f"check that the registry answers and lets you push (`docker login {registry}`), "
+                    "then run `envkit build --push` again"
+                )
+            raise PushError(remote.repository, failures, "; or ".join(fixes))
 
 
 def _make(
@@ -409,9 +624,12 @@ def _tag_has_key(daemon: Daemon, tag: str, key: str) -> bool:
 
 
 @contextmanager
-def _machine_lock(tag: str, image: str, progress: Progress, lock_dir: Path) -> Iterator[None]:
-    """One build of ``tag`` at a time on this machine. A waiter waits as long as the build takes
-    (the builder's own stall bound ends a stuck one), but not on a builder that is stopped."""
+def _machine_lock(
+    tag: str, image: str, progress: Progress, lock_dir: Path, doing: str = "building"
+) -> Iterator[None]:
+    """One build (or pull, or push) of ``tag`` at a time on this machine. A waiter waits as long
+    as the build takes (the builder's own stall bound ends a stuck one), but not on a builder
+    that is stopped."""
     import filelock  # only a build needs it; a no-op build starts faster without it
 
     directory = ensure_private_dir(lock_dir)
@@ -421,7 +639,7 @@ def _machine_lock(tag: str, image: str, progress: Progress, lock_dir: Path) -> I
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        progress.note(image, f"waiting for another envkit process that is building {tag}", State.WAITING)
+        progress.note(image, f"waiting for another envkit process that is {doing} {tag}", State.WAITING)
         while True:  # a dead holder's flock is released by the kernel: no stale wait
             try:
                 lock.acquire(timeout=1.0)
