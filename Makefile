@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The tests make their base image from Debian's static busybox; the demo stack's
-# base is a Debian rootfs made by mmdebstrap (images/base/recipe.toml).
-SYSTEM_PACKAGES := busybox-static mmdebstrap
+# base is a Debian rootfs made by mmdebstrap (images/base/recipe.toml); the remote-cache
+# tests run Debian's docker-registry on 127.0.0.1 with a config of their own.
+SYSTEM_PACKAGES := busybox-static mmdebstrap docker-registry
 system-deps:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	    systemctl disable --now docker-registry >/dev/null 2>&1 || true; \
 	  else \
 	    echo "envkit's tests and demo need Debian's $(SYSTEM_PACKAGES): sudo apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; \
 	  fi; }

@@ -10,6 +10,7 @@ import docker
 import pytest
 from conftest import Project
 
+from integration.registry import registry  # noqa: F401 (the session's registry, for the cache tests)
 from integration.stack_fixtures import StackProject, make_stack_project
 
 
