@@ -327,6 +327,20 @@ def status(c: Context, json: bool = False) -> None:
         print(f"reaper: {'watching' if info['reaper'] else 'not running'}")
 
 
+@task(name="config", help={"json": "print the resolved stack as JSON"})
+def config_(c: Context, json: bool = False) -> None:
+    """Show the resolved stack (envkit.toml or compose files): images, services, and what was left out.
+
+    Like `docker compose config`; it needs no Docker daemon.
+    """
+    with user_errors():
+        from envkit.config import show
+        from envkit.config.find import load
+
+        stack = load()
+    print(_json.dumps(show.to_json(stack), indent=2) if json else show.to_text(stack))
+
+
 @task(
     help={
         "path": "the tests to run (default: tests/e2e)",
@@ -451,4 +465,4 @@ def hooks(c: Context, force: bool = False, uninstall: bool = False, ttl: str = "
         print(line)
 
 
-ns = Collection(build, gc, up, down, status, e2e, hooks, relock)
+ns = Collection(build, gc, up, down, status, config_, e2e, hooks, relock)

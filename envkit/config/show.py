@@ -95,10 +95,9 @@ def to_text(config: StackConfig) -> str:
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_./@+-][A-Za-z0-9_./@+:;=, <>()'-]*$")
-# Strings a reader would take for a number, a boolean or nothing: quoted, as compose config quotes them.
-_LOOKS_TYPED = re.compile(
-    r"^(?:[-+]?[0-9._]+(?:[eE][-+]?[0-9]+)?|yes|no|on|off|true|false|null|~|y|n)$", re.I
-)
+# Strings a reader would take for something else (a number, 22:22, a date, a boolean, nothing):
+# quoted, as compose config quotes them.
+_LOOKS_TYPED = re.compile(r"^(?:[-+.]?[0-9].*|yes|no|on|off|true|false|null|~|y|n)$", re.I)
 
 
 def _scalar(value: Any) -> str:

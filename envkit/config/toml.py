@@ -30,7 +30,7 @@ from envkit.images import dockerfile as dockerfile_mod
 from envkit.settings import PREFIX
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-_STACK_KEYS = {"name", "pull", "cache"}
+_STACK_KEYS = {"name", "pull", "cache", "compose"}  # compose: read by config.find
 _IMAGE_KEYS = {"context", "dockerfile", "recipe", "args", "target", "platform"}
 _TOP_KEYS = {"stack", "images", "services"}
 _SERVICE_KEYS = {"image", "ports", "environment", "command", "depends_on", "healthcheck", "start_timeout"}

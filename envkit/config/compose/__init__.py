@@ -111,7 +111,7 @@ def load(
         forms.interpolate(located, substitute)
         schema.validate(located)
         forms.canonical(located)
-        origins.record(located, {"services": 2, "volumes": 1, "secrets": 1, "configs": 1, "networks": 1})
+        origins.record(located, indices=not model)
         model = merge.merge(model, located)
     notes = resolve.Notes()
     for name in sorted(substitute.unset):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,18 +48,13 @@ class Origins:
 
     places: dict[Key, tuple[Path, int | None]] = field(default_factory=dict)
 
-    def record(self, doc: Located, depth: Mapping[str, int]) -> None:
-        """Remember where ``doc`` sets keys, down to ``depth[section]`` levels below each top key."""
-        for section, value in doc.data.items():
-            self.places[(section,)] = (doc.file, doc.line((section,)))
-            if not isinstance(value, dict):
-                continue
-            for name, entry in value.items():
-                self.places[(section, name)] = (doc.file, doc.line((section, name)))
-                if depth.get(section, 0) > 1 and isinstance(entry, dict):
-                    for key in entry:
-                        path: Key = (section, name, key)
-                        self.places[path] = (doc.file, doc.line(path))
+    def record(self, doc: Located, *, indices: bool) -> None:
+        """Remember where ``doc`` sets each value (the later file wins). Paths through a list
+        index only when ``indices`` (the first file): a merge appends to lists, so the index of
+        an entry of a later file is not its index in the merged list."""
+        for path, line in doc.lines.items():
+            if path and (indices or not any(isinstance(part, int) for part in path)):
+                self.places[path] = (doc.file, line)
 
     def error(self, path: Key, problem: str, fix: str) -> ConfigError:
         for end in range(len(path), 0, -1):

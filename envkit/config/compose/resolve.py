@@ -45,6 +45,7 @@ IGNORED = {
     "domainname": "services reach each other by service name and aliases",
     "external_links": "every service of the stack is on its own network",
     "stop_grace_period": "envkit stops containers with Docker's default grace",
+    "depends_on restart": "envkit does not restart a service's dependents",
 }
 # Service keys without which running would be wrong: an error, with the fix.
 REFUSED = {
@@ -270,6 +271,7 @@ def _service(
             ctx.notes.ignore(key, name)
     _replicas(name, s, ctx)
     image, pull_policy = _image_of(name, s, ctx, images, tagged)
+    ports = _ports(name, s, ctx)
     check, start_timeout = _healthcheck(s.get("healthcheck"), (*at, "healthcheck"), ctx)
     mounts = (
         _volumes(name, s, model, ctx, volumes)
@@ -285,7 +287,7 @@ def _service(
     return ServiceSpec(
         name=name,
         image=image,
-        ports=_ports(name, s, ctx),
+        ports=ports,
         environment=_environment(name, s, ctx),
         command=_words(s.get("command"), (*at, "command"), ctx, empty_is_none=True),
         depends_on=(),  # filled in by _dependencies, once every service is known

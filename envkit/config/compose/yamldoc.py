@@ -7,8 +7,9 @@ node's line; this module builds the values itself from those nodes:
 
 - a plain scalar with a leading zero (``0123``) stays the string it is written
   as, where YAML 1.1 reads an octal 83 and YAML 1.2 a lossy 123;
-- numbers remember how they were written (:class:`Int`, :class:`Float`), so
-  ``VERSION: 1.10`` in an environment is ``"1.10"``, not ``"1.1"``;
+- other numbers are numbers, turned into strings as compose (Go) writes them:
+  ``1.10`` is ``"1.1"`` and ``1e3`` is ``"1000"``, as with ``docker compose``
+  (quote a version to keep it);
 - anchors, aliases and ``<<`` merge keys are resolved (``x-`` fields are
   values like any other; the loader drops them);
 - compose's own tags ``!reset`` and ``!override`` are recorded by path for the
@@ -19,7 +20,9 @@ node's line; this module builds the values itself from those nodes:
 from __future__ import annotations
 
 import io
+import math
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,26 +39,28 @@ _TRUE = {"true", "yes", "on", "y"}
 _FALSE = {"false", "no", "off", "n"}
 
 
-class Int(int):
-    """An integer that remembers how the file wrote it (``0o17``, ``1_000``)."""
-
-    text: str
-
-
-class Float(float):
-    """A float that remembers how the file wrote it (``1.10``, ``.inf``)."""
-
-    text: str
-
-
 def scalar_text(value: Any) -> str:
-    """A scalar as compose turns it into a string: as written, booleans as true/false, null as ""."""
+    """A scalar as compose turns it into a string: numbers as Go prints them, booleans as
+    true/false, null as ""."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = getattr(value, "text", None)
-    return text if isinstance(text, str) else str(value)
+    if isinstance(value, float):
+        return _go_float(value)
+    return str(value)
+
+
+def _go_float(value: float) -> str:
+    """``fmt.Sprint`` of a float64: the shortest digits, without an exponent below 1e21."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0 or 1e-4 <= abs(value) < 1e21:
+        text = format(Decimal(repr(value)), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return repr(value)
 
 
 def read(file: Path, text: str) -> Located:
@@ -217,13 +222,9 @@ class _Builder:
             if kind == "int":
                 if plain and _LEADING_ZERO.match(text):
                     return text  # 0123: neither YAML 1.1's 83 nor 1.2's 123, but what it says
-                number = Int(int(text.replace("_", ""), 0))
-                number.text = text
-                return number
+                return int(text.replace("_", ""), 0)
             if kind == "float":
-                number_f = Float(_float(text))
-                number_f.text = text
-                return number_f
+                return _float(text)
         except ValueError:
             raise self.error(
                 node, path, f"{text!r} is not a valid {kind}", f"write it without the !!{kind} tag"
