@@ -24,7 +24,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def two_images(project: Project) -> None:
     project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.base]\n\n[images.app]\n')
-    project.write("images/base/Dockerfile", f"FROM {project.base}\nCOPY . /base/\n")
+    # base has a RUN (the classic builder, which prints a build log); app is assembled
+    project.write("images/base/Dockerfile", f"FROM {project.base}\nCOPY . /base/\nRUN echo built\n")
     project.write("images/base/a.txt", "alpha\n")
     project.write("images/app/Dockerfile", "FROM base\nCOPY . /app/\nENV GREETING=hi\n")
     project.write("images/app/b.txt", "bravo\n")
