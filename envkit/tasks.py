@@ -336,9 +336,21 @@ def config_(c: Context, json: bool = False) -> None:
     with user_errors():
         from envkit.config import show
         from envkit.config.find import load
+        from envkit.images.cache import resolve
+        from envkit.settings import Settings
 
-        stack = load()
-    print(_json.dumps(show.to_json(stack), indent=2) if json else show.to_text(stack))
+        settings = Settings.from_env()
+        stack = load(settings=settings)
+        remote = resolve(stack, settings)  # the cache in use: ENVKIT_CACHE wins over [stack] cache
+    if json:
+        data = show.to_json(stack)
+        data["cache"] = None if remote is None else {**remote.to_json(), "push": settings.cache_push}
+        print(_json.dumps(data, indent=2))
+        return
+    print(show.to_text(stack))
+    if remote is not None:
+        pushing = ", builds push to it" if settings.cache_push else ""
+        print(f"cache: {remote.repository} (from {remote.source}{pushing})")
 
 
 @task(

@@ -343,6 +343,13 @@ def test_a_registry_that_refuses_connections_costs_one_warning_and_the_build_goe
     pushing = a.cli("build", "--push")  # a push cannot be done: an error with the fix, after the build
     assert pushing.returncode == 1
     assert "not pushed to the cache" in pushing.stderr and "docker login 127.0.0.1" in pushing.stderr
+    # status and config say which cache is in use, and what set it
+    status = a.cli("status")
+    assert status.returncode == 0, status.stderr
+    assert f"cache: {dead} (from ENVKIT_CACHE)" in status.stdout
+    shown = a.cli("config", "--json", ENVKIT_CACHE_PUSH="1")
+    assert json.loads(shown.stdout)["cache"] == {"repository": dead, "source": "ENVKIT_CACHE", "push": True}
+    assert json.loads(a.cli("config", "--json", ENVKIT_CACHE="").stdout)["cache"] is None
 
 
 def test_a_registry_that_does_not_answer_is_waited_for_briefly_and_never_by_a_warm_no_op(
