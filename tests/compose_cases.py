@@ -124,7 +124,6 @@ services:
       - 22:22
       - target: 7000
         published: "17000"
-        host_ip: 0.0.0.0
         protocol: tcp
 """
     },
@@ -287,6 +286,12 @@ services:
   shell:
     image: busybox:1.36
     command: sh -c 'echo "$$HOME is home" && sleep 1'
+    env_file: shell.env
+    environment:
+      - MESSAGE=${GREETING:-unset} from ${USER_NAME-nobody}
+      - LITERAL=$$HOME
+      - FROM_FILE=overridden
+      - COUNT=3
   listed:
     image: busybox:1.36
     entrypoint: /docker-entrypoint.sh --verbose
@@ -305,11 +310,23 @@ services:
     command: []
     labels:
       com.example.tier: 1
-"""
+""",
+        ".env": "GREETING=hello\n",
+        "shell.env": "FROM_FILE=file\nONLY_IN_FILE='a b'\n",
     },
     stack="commands",
     services={
-        "shell": ext("busybox:1.36", command=["sh", "-c", 'echo "$HOME is home" && sleep 1']),
+        "shell": ext(
+            "busybox:1.36",
+            command=["sh", "-c", 'echo "$HOME is home" && sleep 1'],
+            environment={
+                "FROM_FILE": "overridden",
+                "ONLY_IN_FILE": "a b",
+                "MESSAGE": "hello from nobody",
+                "LITERAL": "$HOME",
+                "COUNT": "3",
+            },
+        ),
         "listed": ext(
             "busybox:1.36",
             entrypoint=["/docker-entrypoint.sh", "--verbose"],

@@ -132,7 +132,7 @@ def read_dotenv(file: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """The variables of dotenv file ``file`` (``.env``, or a service's ``env_file``), as compose
     reads it: ``KEY=value`` lines (``export`` allowed), ``#`` comments, single quotes literal,
     double quotes with escapes, both over several lines; unquoted and double-quoted values are
-    interpolated from the file's earlier variables, then ``environ``. A bare ``KEY`` takes its
+    interpolated from ``environ``, then the file's earlier variables. A bare ``KEY`` takes its
     value from ``environ`` (and is left out when it is not set there)."""
     try:
         text = file.read_text(encoding="utf-8")
@@ -141,7 +141,7 @@ def read_dotenv(file: Path, environ: Mapping[str, str]) -> dict[str, str]:
     except OSError as err:
         raise ConfigError(file, "", f"cannot be read: {err.strerror}", "make it readable") from None
     values: dict[str, str] = {}
-    substitute = Substitution(lambda name: values[name] if name in values else environ.get(name))
+    substitute = Substitution(lambda name: environ[name] if name in environ else values.get(name))
     lines = text.replace("\r\n", "\n").split("\n")
     i = 0
     while i < len(lines):
