@@ -132,8 +132,10 @@ def plan(
     names: list[str] | None = None,
     pull: str | None = None,
     progress: Progress | None = None,
+    stall: float | None = settings_mod.DEFAULT_BUILD_STALL,
 ) -> Plan:
-    """Compute the key of each selected image (pulling missing bases per the pull policy)."""
+    """Compute the key of each selected image (pulling missing bases per the pull policy; a
+    pull that sends nothing for ``stall`` seconds is a BaseImageError)."""
     order = select(config, names)
     progress = progress or Silent()
     policy = pull or config.pull
@@ -150,7 +152,7 @@ def plan(
         bases = {}
         for ref in spec.externals:
             if ref not in identities:
-                identities[ref] = base_identity(daemon, name, ref, policy, progress)
+                identities[ref] = base_identity(daemon, name, ref, policy, progress, stall=stall)
             bases[ref] = identities[ref]
         inputs[name] = image_inputs(
             spec,
@@ -205,7 +207,7 @@ def ensure(
             f'set cache = "REGISTRY/PATH" under [stack], or {settings_mod.CACHE}=REGISTRY/PATH',
         )
     pushing = remote is not None and (chosen.cache_push if push is None else push)
-    the_plan = plan(config, daemon, names=names, pull=pull, progress=progress)
+    the_plan = plan(config, daemon, names=names, pull=pull, progress=progress, stall=chosen.build_stall)
     present = _present_keys(daemon, config.name)
     manifests = Manifests(config.state_dir / "manifests")
     results: dict[str, ImageResult] = {}
@@ -559,31 +561,40 @@ class CurrentTags:
         return needed
 
 
-def base_identity(daemon: Daemon, image: str, ref: str, policy: str, progress: Progress) -> str:
+def base_identity(
+    daemon: Daemon,
+    image: str,
+    ref: str,
+    policy: str,
+    progress: Progress,
+    *,
+    stall: float | None = settings_mod.DEFAULT_BUILD_STALL,
+) -> str:
     """A base pinned by digest is identified by that digest, any other by its local image ID.
 
     Either way it must be present to build on: a missing one is pulled unless
-    the policy is ``never``; ``always`` pulls an unpinned one every time.
+    the policy is ``never``; ``always`` pulls an unpinned one every time. A pull that sends
+    nothing for ``stall`` seconds (a hung daemon or registry) fails as a pull failure.
     """
     pinned = "@sha256:" in ref
     if policy == "always" and not pinned:
-        _pull(daemon, image, ref, progress)
+        _pull(daemon, image, ref, progress, stall)
     found = daemon.inspect_image(ref)
     if found is None:
         if policy == "never":
             raise BaseImageError(image, ref, "not present locally, and the pull policy is 'never'")
-        _pull(daemon, image, ref, progress)
+        _pull(daemon, image, ref, progress, stall)
         found = daemon.inspect_image(ref)
         if found is None:
             raise BaseImageError(image, ref, "still not present after pulling it")
     return ref.split("@", 1)[1] if pinned else str(found["Id"])
 
 
-def _pull(daemon: Daemon, image: str, ref: str, progress: Progress) -> None:
+def _pull(daemon: Daemon, image: str, ref: str, progress: Progress, stall: float | None) -> None:
     progress.note(image, f"pulling base image {ref}", State.WORKING)
     errors = []
     try:
-        for message in daemon.pull(ref, stall=None):  # read to the end: no leaked connection
+        for message in daemon.pull(ref, stall=stall):  # read to the end: no leaked connection
             if "error" in message:
                 errors.append(str(message["error"]))
     except DaemonError as err:

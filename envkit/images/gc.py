@@ -42,7 +42,7 @@ def gc(
     long as that checkout exists.
     """
     settings = settings or Settings.from_env()
-    the_plan = plan(config, daemon, progress=progress)
+    the_plan = plan(config, daemon, progress=progress, stall=settings.build_stall)
     current = {the_plan.tag(name) for name in the_plan.order}
     current |= CurrentTags(settings.cache_dir, config.name).others(config.state_dir)
     result = GcResult()

@@ -60,7 +60,14 @@ def desired(
             out[spec.name] = wanted(spec, tags[spec.image], tags[spec.image])
         else:
             policy = spec.pull_policy or config.pull
-            identity = base_identity(daemon, f"service {spec.name}", spec.image, policy, progress)
+            identity = base_identity(
+                daemon,
+                f"service {spec.name}",
+                spec.image,
+                policy,
+                progress,
+                stall=settings.build_stall,
+            )
             out[spec.name] = wanted(spec, spec.image, identity)
     return out
 

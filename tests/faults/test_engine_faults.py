@@ -58,8 +58,9 @@ def test_a_hung_engine_under_the_lock_is_an_error_within_half_the_lock_timeout(
     [
         ("FROM {base}\nRUN true\n", r"^POST /build", ["printed nothing for 2s", "ENVKIT_BUILD_STALL"]),
         ("FROM {base}\nENV A=1\n", r"^POST /images/load", ["docker load", "within 2s"]),
+        ("FROM envkit-faults/absent:1\nENV A=1\n", r"^POST /images/create", ["pulling it failed", "2s"]),
     ],
-    ids=["classic-builder", "assembler-load"],
+    ids=["classic-builder", "assembler-load", "base-image-pull"],
 )
 def test_a_build_that_hangs_is_stuck_after_the_stall_bound(
     stack_project: StackProject, proxy: EngineProxy, dockerfile: str, rule: str, words: list[str]
@@ -67,7 +68,8 @@ def test_a_build_that_hangs_is_stuck_after_the_stall_bound(
     sp = stack_project
     sp.project.write("images/bb/Dockerfile", dockerfile.replace("{base}", sp.project.base))
     proxy.on(rule, "hang")
-    proc, took = run(sp, proxy, "build", ENVKIT_BUILD_STALL="2")
+    pull = ["--pull", "missing"] if rule.endswith("create") else []  # the test stacks never pull
+    proc, took = run(sp, proxy, "build", *pull, ENVKIT_BUILD_STALL="2")
     one_clear_error(proc, *words)
     assert took < 20, f"took {took:.1f}s"
 
