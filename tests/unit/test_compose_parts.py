@@ -61,6 +61,12 @@ def test_numbers_become_strings_as_compose_writes_them() -> None:
     ]  # fmt: skip
 
 
+def test_block_scalars_fold_and_keep_as_yaml_says() -> None:
+    text = 'f: >-\n  sh -c "echo one\n  && echo two"\ng: >\n  a\n  b\n\n  c\nl: |\n  a\n  b\n'
+    doc = yamldoc.read(Path("c.yaml"), text)
+    assert doc.data == {"f": 'sh -c "echo one && echo two"', "g": "a b\nc\n", "l": "a\nb\n"}
+
+
 def test_anchors_merge_keys_and_lines() -> None:
     doc = yamldoc.read(
         Path("c.yaml"),

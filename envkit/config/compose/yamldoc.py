@@ -203,6 +203,8 @@ class _Builder:
 
     def scalar(self, node: ScalarNode, path: Key, tag: str) -> Any:
         text: str = node.value
+        if node.style == ">":  # ruamel's scanner marks each fold of a folded scalar with a BEL
+            text = text.replace("\a", "")
         plain = node.style is None
         if tag in ("!reset", "!override") or not tag.startswith(_TAG):
             if tag not in ("!reset", "!override"):
