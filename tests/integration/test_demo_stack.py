@@ -1,9 +1,11 @@
-"""The repository's demo stack (envkit.toml, images/, tests/e2e) under a real `pytest -n 4`.
+"""The repository's demo stack (envkit.toml, images/, tests/e2e) under a real `pytest -n 4`,
+and its compose twin (compose.yaml, read through envkit.compose.toml).
 
 One test, against the real daemon: the demo's images build (the Debian base from its
 recipe, with mmdebstrap, the first time on a machine) and a second build builds
-nothing; then `pytest -n 4 tests/e2e` passes with exactly one container created per
-service, and nothing of its stack is left when it exits. The run uses a state
+nothing, from either definition; then `pytest -n 4 tests/e2e` passes on each with
+exactly one container created per service, and nothing of its stack is left when it
+exits. Each run uses a state
 directory of its own, so a stack this checkout already runs is left alone; the demo
 images the test built are removed at the end (images that were there before stay).
 """
@@ -52,61 +54,79 @@ def _remove_images(client: docker.APIClient, ids: set[str]) -> None:
     raise AssertionError(f"could not remove the demo images this test built: {sorted(left)}")
 
 
-@pytest.mark.timeout(900)
-def test_pytest_n4_on_the_demo_stack_starts_each_service_once_and_leaves_nothing(
+def _run_e2e(client: docker.APIClient, env: dict[str, str]) -> None:
+    """``pytest -n 4 tests/e2e`` on the stack ``env`` selects: it passes, each service's
+    container is created once, and nothing of the stack is left when it exits."""
+    sid = load(ROOT, env).id
+    since = time.time()
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "4", "tests/e2e", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    until = time.time()
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary, summary
+    assert int(summary.split(" passed")[0].split()[-1]) >= 12, summary
+
+    events = client.events(
+        since=int(since),
+        until=int(until) + 1,
+        filters={"type": "container", "event": "create", "label": [f"{labels.STACK}={sid}"]},
+        decode=True,
+    )
+    created = collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in events)
+    assert created == dict.fromkeys(SERVICES, 1), created
+
+    # The controller tears the stack down as its session ends: nothing is left once it exited.
+    assert client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}) == []
+    assert client.networks(filters={"label": f"{labels.STACK}={sid}"}) == []
+    holders = Path(env["ENVKIT_STATE_DIR"]) / "holders"
+    assert not holders.exists() or not any(holders.glob("*.json"))
+
+
+def _remove_stack(client: docker.APIClient, env: dict[str, str]) -> None:
+    sid = load(ROOT, env).id
+    for c in client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}):
+        client.remove_container(c["Id"], force=True, v=True)
+    for n in client.networks(filters={"label": f"{labels.STACK}={sid}"}):
+        client.remove_network(n["Id"])
+
+
+@pytest.mark.timeout(1200)
+def test_pytest_n4_on_the_demo_stack_and_its_compose_twin_starts_each_service_once_and_leaves_nothing(
     docker_client: docker.APIClient, tmp_path: Path
 ) -> None:
+    """The demo as envkit.toml, then as compose.yaml (through envkit.compose.toml, which adds
+    the recipe base compose cannot describe): the same images (the twin builds nothing), and
+    the same e2e suite passes against both."""
     env = {
         **os.environ,
         "ENVKIT_ROOT": str(ROOT),
         "ENVKIT_STATE_DIR": str(tmp_path / "state"),
     }
-    sid = load(ROOT, env).id
+    twin = {**env, "ENVKIT_CONFIG": "envkit.compose.toml", "ENVKIT_STATE_DIR": str(tmp_path / "twin")}
     before = _demo_images(docker_client)
     try:
         build = [sys.executable, "-m", "envkit", "build", "--json", "--quiet"]
         first = subprocess.run(build, cwd=ROOT, env=env, capture_output=True, text=True, timeout=800)
         assert first.returncode == 0, first.stderr
         assert {r["status"] for r in json.loads(first.stdout)} <= {"built", "cached"}
-        second = subprocess.run(build, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        assert second.returncode == 0, second.stderr
-        statuses = {r["image"]: r["status"] for r in json.loads(second.stdout)}
-        assert statuses == dict.fromkeys(["base", "postgres", "redis", "auth", "api"], "cached")
+        for again in (env, twin):
+            second = subprocess.run(build, cwd=ROOT, env=again, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 0, second.stderr
+            statuses = {r["image"]: r["status"] for r in json.loads(second.stdout)}
+            assert statuses == dict.fromkeys(["base", "postgres", "redis", "auth", "api"], "cached")
 
-        since = time.time()
-        run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-n", "4", "tests/e2e", "-q", "-p", "no:cacheprovider"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        until = time.time()
-        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        summary = run.stdout.strip().splitlines()[-1]
-        assert " passed" in summary and "failed" not in summary, summary
-        assert int(summary.split(" passed")[0].split()[-1]) >= 12, summary
-
-        events = docker_client.events(
-            since=int(since),
-            until=int(until) + 1,
-            filters={"type": "container", "event": "create", "label": [f"{labels.STACK}={sid}"]},
-            decode=True,
-        )
-        created = collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in events)
-        assert created == dict.fromkeys(SERVICES, 1), created
-
-        # The controller tears the stack down as its session ends: nothing is left once it exited.
-        assert docker_client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}) == []
-        assert docker_client.networks(filters={"label": f"{labels.STACK}={sid}"}) == []
-        holders = tmp_path / "state" / "holders"
-        assert not holders.exists() or not any(holders.glob("*.json"))
+        _run_e2e(docker_client, env)
+        _run_e2e(docker_client, twin)
     finally:
-        for c in docker_client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}):
-            docker_client.remove_container(c["Id"], force=True, v=True)
-        for n in docker_client.networks(filters={"label": f"{labels.STACK}={sid}"}):
-            docker_client.remove_network(n["Id"])
+        _remove_stack(docker_client, env)
+        _remove_stack(docker_client, twin)
         _remove_images(docker_client, _demo_images(docker_client) - before)
 
 

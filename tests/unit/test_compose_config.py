@@ -247,3 +247,32 @@ def test_loading_a_toml_stack_imports_no_compose_library(tmp_path: Path) -> None
         [sys.executable, "-c", code], cwd=tmp_path, env=BASE_ENV, capture_output=True, text=True, timeout=60
     )
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_the_demo_s_compose_twin_is_the_demo_stack() -> None:
+    """compose.yaml (through envkit.compose.toml, which adds the recipe base) and envkit.toml
+    describe one stack: the same images (so the same keys: the twin builds nothing), the same
+    services, ports, environment and start order; only the form of the checks differs (compose
+    has command checks only, where envkit.toml probes HTTP from the host)."""
+    root = Path(__file__).resolve().parents[2]
+    plain = load(root, BASE_ENV)
+    twin = load(root, {**BASE_ENV, "ENVKIT_CONFIG": "envkit.compose.toml"})
+    assert twin.files == (root / "envkit.compose.toml", root / "compose.yaml")
+    assert twin.name == plain.name and twin.state_dir != plain.state_dir
+    assert dict(twin.images) == dict(plain.images)
+    assert set(twin.services) == set(plain.services)
+    for name, service in plain.services.items():
+        other = twin.services[name]
+        assert other.image == service.image and other.ports == service.ports, name
+        assert dict(other.environment) == dict(service.environment), name
+        assert other.depends_on == service.depends_on, name
+        assert all(other.condition(d) == service.condition(d) for d in service.depends_on), name
+        assert other.start_timeout == service.start_timeout, name
+        if service.healthcheck.kind == "http":
+            assert other.healthcheck.kind == "cmd"
+            assert f"http://127.0.0.1:{service.healthcheck.port}{service.healthcheck.path}" in " ".join(
+                other.healthcheck.cmd
+            ), name
+        else:
+            assert other.healthcheck == service.healthcheck, name
+    assert twin.notes == ()
