@@ -10,8 +10,17 @@ import docker
 import pytest
 from conftest import Project
 
+from integration import events
 from integration.registry import registry  # noqa: F401 (the session's registry, for the cache tests)
 from integration.stack_fixtures import StackProject, make_stack_project
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _docker_events(docker_client: docker.APIClient) -> Iterator[None]:
+    """The daemon's events, read live for this process's whole session (integration/events.py)."""
+    events.start()
+    yield
+    events.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,7 @@ from envkit.docker.engine import Daemon
 from envkit.images import assemble, classic
 from envkit.images.facts import FactsCache
 from envkit.progress import Silent
+from integration import events
 from integration.assembler_corpus import CASES, PARENT, PARENT_FILES, Case, FileValue
 from integration.test_recipe_build import RECIPE, FakeMmdebstrap
 
@@ -182,7 +183,7 @@ def test_the_corpus_covers_what_the_issue_names() -> None:
 
 
 class Events:
-    """The daemon's container events while a block runs (a thread reads the event stream)."""
+    """The daemon's container and image events while a block runs."""
 
     def __init__(self, client: docker.APIClient) -> None:
         self.client = client
@@ -193,10 +194,7 @@ class Events:
         return self
 
     def __exit__(self, *_: object) -> None:
-        until = time.time() + 1
-        time.sleep(1.1)  # the daemon's event log is written as things happen: let it catch up
-        stream = self.client.events(since=self.since, until=until, decode=True)
-        self.seen = list(stream)
+        self.seen = events.log().between(self.since, kind=None)
 
 
 def test_an_assembled_build_starts_no_container_and_calls_no_builder(

@@ -13,6 +13,7 @@ import pytest
 from conftest import Project
 
 from envkit.docker import labels
+from integration import events
 
 pytestmark = pytest.mark.docker
 
@@ -87,15 +88,8 @@ def test_two_concurrent_builds_build_each_image_once(
 
     # Counted another way: the daemon saw each tag applied once, to one image.
     tags = {image: str(by_image[image][0]["tag"]) for image in IMAGES}
-    events = docker_client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        filters={"type": "image", "event": "tag"},
-        decode=True,
-    )
-    tagged = collections.Counter(
-        event["Actor"]["Attributes"].get("name") for event in events if event.get("Action") == "tag"
-    )
+    tags_seen = events.log().between(since, kind="image", action="tag")
+    tagged = collections.Counter(event["Actor"]["Attributes"].get("name") for event in tags_seen)
     assert {tag: tagged[tag] for tag in tags.values()} == dict.fromkeys(tags.values(), 1), tagged
     for image, tag in tags.items():
         key = str(by_image[image][0]["key"])

@@ -26,6 +26,7 @@ import pytest
 
 from envkit.config.find import load
 from envkit.docker import labels
+from integration import events
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "envkit-demo"
@@ -73,13 +74,8 @@ def _run_e2e(client: docker.APIClient, env: dict[str, str]) -> None:
     assert " passed" in summary and "failed" not in summary, summary
     assert int(summary.split(" passed")[0].split()[-1]) >= 12, summary
 
-    events = client.events(
-        since=int(since),
-        until=int(until) + 1,
-        filters={"type": "container", "event": "create", "label": [f"{labels.STACK}={sid}"]},
-        decode=True,
-    )
-    created = collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in events)
+    creates = events.log().between(since, until, action="create", label=f"{labels.STACK}={sid}")
+    created = collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in creates)
     assert created == dict.fromkeys(SERVICES, 1), created
 
     # The controller tears the stack down as its session ends: nothing is left once it exited.

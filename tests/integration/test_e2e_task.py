@@ -9,6 +9,7 @@ import time
 import pytest
 
 from envkit.docker import labels
+from integration import events
 from integration.stack_fixtures import StackProject
 
 pytestmark = pytest.mark.docker
@@ -49,13 +50,8 @@ def _summary(stdout: str) -> re.Match[str]:
 
 
 def _creates(sp: StackProject, since: float) -> collections.Counter[str]:
-    events = sp.client.events(
-        since=int(since),
-        until=int(time.time()) + 1,
-        filters={"type": "container", "event": "create", "label": [sp.label]},
-        decode=True,
-    )
-    return collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in events)
+    creates = events.log().between(since, action="create", label=sp.label)
+    return collections.Counter(e["Actor"]["Attributes"].get(labels.SERVICE) for e in creates)
 
 
 def test_e2e_runs_the_tests_on_one_stack_and_stops_it(stack_project: StackProject) -> None:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import pytest
 
 from envkit.docker import labels
+from integration import events
 from integration.stack_fixtures import StackProject
 
 pytest_plugins = ["pytester"]
@@ -171,13 +172,8 @@ class Inner:
 
 def creates(sp: StackProject, since: float, until: float) -> collections.Counter[str]:
     """Containers of this stack created between ``since`` and ``until``, counted per service."""
-    events = sp.client.events(
-        since=f"{since:.6f}",
-        until=f"{until:.6f}",
-        decode=True,
-        filters={"label": sp.label, "type": "container", "event": "create"},
-    )
-    return collections.Counter(str(event["Actor"]["Attributes"].get(labels.SERVICE)) for event in events)
+    creates = events.log().between(since, until, action="create", label=sp.label)
+    return collections.Counter(str(event["Actor"]["Attributes"].get(labels.SERVICE)) for event in creates)
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ import psutil
 import pytest
 
 from envkit.docker import labels
+from integration import events
 from integration.stack_fixtures import StackProject, read_line, release
 
 pytestmark = pytest.mark.docker
@@ -53,13 +54,8 @@ PATIENCE = 60.0  # seconds: a guard against hangs where the issue states no time
 
 def creates(sp: StackProject, since: float, until: float) -> collections.Counter[str]:
     """Containers of this stack created between ``since`` and ``until``, counted per service."""
-    events = sp.client.events(
-        since=f"{since:.6f}",
-        until=f"{until:.6f}",
-        decode=True,
-        filters={"label": sp.label, "type": "container", "event": "create"},
-    )
-    return collections.Counter(str(event["Actor"]["Attributes"].get(labels.SERVICE)) for event in events)
+    creates = events.log().between(since, until, action="create", label=sp.label)
+    return collections.Counter(str(event["Actor"]["Attributes"].get(labels.SERVICE)) for event in creates)
 
 
 def container_ids(sp: StackProject) -> dict[str, str]:

@@ -1,0 +1,128 @@
+"""The daemon's events, read as they happen, for tests that count what the daemon did.
+
+``docker events --since ... --until ...`` replays only the daemon's most recent events (moby
+keeps 256 in memory), and a busy test run overflows that within seconds: every health check
+by ``exec`` is three events, and parallel tests run many. A count made after the fact then
+silently misses the oldest events (a stack's first containers, say). So each test process
+reads the event stream live, from the start of its session (the autouse fixture in
+conftest.py), and tests ask that record. Before it answers, a barrier (a labelled volume,
+created and removed) makes sure every event up to the question has arrived.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import docker
+
+from envkit.docker import labels
+
+KINDS = ["container", "image", "volume"]
+ACTIONS = ["create", "start", "die", "destroy", "tag", "load", "pull", "push"]
+BARRIER_PROJECT = "envkit-tests-events"  # the label of the barrier volumes
+PATIENCE = 60.0  # seconds to wait for the barrier's own event
+
+
+class EventLog:
+    """Every container, image and volume event of ``ACTIONS`` since :meth:`start`."""
+
+    def __init__(self) -> None:
+        self._client = docker.APIClient(version="auto")
+        self._seen: list[dict[str, Any]] = []
+        self._arrived = threading.Condition()
+        self._stream: Any = None
+        self._thread: threading.Thread | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = time.time()
+        self._stream = self._client.events(filters={"type": KINDS, "event": ACTIONS}, decode=True)
+        self._thread = threading.Thread(target=self._read, name="docker-events", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._client.close()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                with self._arrived:
+                    self._seen.append(event)
+                    self._arrived.notify_all()
+        except Exception:  # the stream closed at the session's end (or the daemon went away)
+            pass
+
+    def _barrier(self) -> None:
+        name = f"envkit-test-barrier-{uuid.uuid4().hex[:12]}"
+        self._client.create_volume(name, labels={labels.PROJECT: BARRIER_PROJECT})
+        try:
+            deadline = time.monotonic() + PATIENCE
+            with self._arrived:
+                while not any(
+                    e.get("Type") == "volume" and (e.get("Actor") or {}).get("ID") == name for e in self._seen
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AssertionError(f"the daemon's event stream did not deliver {name} in time")
+                    self._arrived.wait(left)
+        finally:
+            self._client.remove_volume(name, force=True)
+
+    def between(
+        self,
+        since: float,
+        until: float | None = None,
+        *,
+        kind: str | None = "container",
+        action: str | None = None,
+        label: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The events of ``kind`` (any when None; and ``action``) from ``since`` to ``until``
+        (now when None), of objects carrying ``label`` (``key=value`` or ``key``), in order."""
+        assert since >= self.started - 1, "the event log started after the moment asked about"
+        self._barrier()
+        end = time.time() if until is None else until
+        key, _, value = (label or "").partition("=")
+        with self._arrived:
+            seen = list(self._seen)
+        out = []
+        for event in seen:
+            when = int(event.get("timeNano", 0)) / 1e9
+            attributes = (event.get("Actor") or {}).get("Attributes") or {}
+            if (kind is not None and event.get("Type") != kind) or not since <= when <= end:
+                continue
+            if action is not None and event.get("Action") != action:
+                continue
+            if label is not None and (key not in attributes or (value and attributes[key] != value)):
+                continue
+            out.append(event)
+        return out
+
+
+_ACTIVE: list[EventLog] = []  # this process's log, once started
+
+
+def log() -> EventLog:
+    """This process's event log (started by the integration tier's session fixture)."""
+    assert _ACTIVE, "the event log is started by tests/integration/conftest.py"
+    return _ACTIVE[0]
+
+
+def start() -> EventLog:
+    if not _ACTIVE:
+        the_log = EventLog()
+        the_log.start()
+        _ACTIVE.append(the_log)
+    return _ACTIVE[0]
+
+
+def stop() -> None:
+    while _ACTIVE:
+        _ACTIVE.pop().close()
