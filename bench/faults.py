@@ -12,8 +12,10 @@ In a temporary project (one service, busybox httpd with an HTTP check), R times 
              the time until nothing is left, less the grace (goal < 5 s).
   hung       the engine (behind a proxy) stops answering `GET /containers/json`, which an
              acquire sends under the state lock: how long `envkit up` waits before its clear
-             error, with ENVKIT_LOCK_TIMEOUT=10 (the bound is half of it); and `POST /build`,
-             with ENVKIT_BUILD_STALL=5. The goal: an error within the lock timeout.
+             error, with ENVKIT_LOCK_TIMEOUT=10 (the bound is half of it); and, with
+             ENVKIT_BUILD_STALL=5, a build by each builder (`POST /build`, the
+             assembler's `POST /images/load`) and a base image pull (`POST
+             /images/create`). The goal: an error within the lock timeout (a build's: 10 s).
 
 Everything it creates carries envkit.project=<bench stack> and is removed at the end.
 """
@@ -178,18 +180,34 @@ def main() -> int:
         up, up_error = bench.hung(r"^GET /containers/json", ["up"], ENVKIT_LOCK_TIMEOUT="10")
         say(f"hung engine under the lock (ENVKIT_LOCK_TIMEOUT=10): `envkit up` gave up after {up:.1f}s:")
         say(f"  {up_error}")
-        (bench.root / "images" / "web" / "changed.txt").write_text("a change, so that the image is built\n")
-        build, build_error = bench.hung(r"^POST /build", ["build"], ENVKIT_BUILD_STALL="5")
-        say(f"hung build (ENVKIT_BUILD_STALL=5): `envkit build` gave up after {build:.1f}s:")
-        say(f"  {build_error}")
+        dockerfile = bench.root / "images" / "web" / "Dockerfile"
+        original = dockerfile.read_text()
+        stalls = []
+        for what, text, rule, extra in (
+            ("classic builder (a RUN)", original + "RUN true\n", r"^POST /build", []),
+            ("assembler (its docker load)", original + "ENV CHANGED=1\n", r"^POST /images/load", []),
+            (
+                "base image pull",
+                "FROM envkit-bench/absent:1\n",
+                r"^POST /images/create",
+                ["--pull", "missing"],
+            ),
+        ):
+            dockerfile.write_text(text)
+            took, error = bench.hung(rule, ["build", *extra], ENVKIT_BUILD_STALL="5")
+            say(f"hung build, {what} (ENVKIT_BUILD_STALL=5): `envkit build` gave up after {took:.1f}s:")
+            say(f"  {error}")
+            stalls.append((f"hung build, {what}: gives up after (stall 5 s)", took, 10.0))
+        dockerfile.write_text(original)
         say("")
         say("summary (medians)")
         for name, value, goal in (
             ("reap after kill -9 of every holder (after the grace)", statistics.median(holders), 2.0),
             ("reap after kill -9 of the reaper and every holder", statistics.median(reaper), 5.0),
             ("hung engine: `envkit up` gives up after (lock timeout 10 s)", up, 10.0),
+            *stalls,
         ):
-            say(f"  {name:<62} {value:6.2f} s   < {goal:g} s   {'PASS' if value < goal else 'MISS'}")
+            say(f"  {name:<68} {value:6.2f} s   < {goal:g} s   {'PASS' if value < goal else 'MISS'}")
     finally:
         bench.cleanup()
     return 0
