@@ -1,4 +1,4 @@
-"""Fixtures of the e2e suite, which runs against the demo stack (envkit.toml, or its compose twin).
+"""Fixtures of the e2e suite, which runs against the demo stack of envkit.toml.
 
 Run it with ``pytest -n auto tests/e2e``. envkit's pytest plugin starts the services
 the selected tests name in ``@pytest.mark.services(...)`` (plus their depends_on), once,
@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -54,7 +55,10 @@ import pytest
 import redis
 from psycopg2 import sql
 
-from envkit.config.find import load
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 HTTP_TIMEOUT = 10  # seconds for one request to a service of the stack
 REDIS_DATABASES = 16  # Redis's default number of databases (0-15)
@@ -193,20 +197,22 @@ def token(auth: Client, user: User) -> str:
 
 
 @pytest.fixture(scope="session")
-def auth_settings(pytestconfig: pytest.Config) -> dict[str, str]:
-    """auth's environment as the stack defines it: the tests take settings such as JWT_SECRET
-    from there, never a copy. The stack is read as envkit reads it, so ``ENVKIT_CONFIG``
-    (envkit.alpine.toml, or envkit.compose.toml for the compose twin) is honoured."""
-    return dict(load(Path(pytestconfig.rootpath)).services["auth"].environment)
+def stack_file(pytestconfig: pytest.Config) -> dict[str, Any]:
+    """The stack file, parsed: the tests take settings such as JWT_SECRET from it, never a copy.
+
+    ``ENVKIT_CONFIG`` names another stack file (e.g. envkit.alpine.toml), relative to the root.
+    """
+    path = Path(pytestconfig.rootpath) / os.environ.get("ENVKIT_CONFIG", "envkit.toml")
+    return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
-def make_token(auth_settings: dict[str, str]) -> Callable[..., str]:
+def make_token(stack_file: dict[str, Any]) -> Callable[..., str]:
     """Signs a JWT the way auth does, with any claim changed: ``make_token("bob", exp=-60)``.
 
     ``iat`` and ``exp`` are seconds from now; ``secret`` and ``iss`` default to auth's settings.
     """
-    settings = auth_settings
+    settings = stack_file["services"]["auth"]["environment"]
 
     def make(
         sub: str, *, iat: int = 0, exp: int = 300, iss: str | None = None, secret: str | None = None

@@ -12,12 +12,10 @@ from .conftest import Client, User, login
 pytestmark = pytest.mark.services("auth")
 
 
-def test_token_is_issued_and_validated_by_auth(
-    auth: Client, user: User, auth_settings: dict[str, str]
-) -> None:
+def test_token_is_issued_and_validated_by_auth(auth: Client, user: User, stack_file: dict) -> None:
     body = auth.post("/login", {"username": user.username, "password": user.password}).expect(200)
     assert body["token_type"] == "bearer"
-    settings = auth_settings
+    settings = stack_file["services"]["auth"]["environment"]
     assert body["expires_in"] == int(settings["TOKEN_TTL"])
 
     # A real HS256 JWT of auth's secret and issuer, about this user

@@ -1,5 +1,5 @@
 """The repository's demo stack (envkit.toml, images/, tests/e2e) under a real `pytest -n 4`,
-and its compose twin (compose.yaml, read through envkit.compose.toml).
+and its compose twin (examples/compose: compose.yaml, and an envkit.toml naming it).
 
 One test, against the real daemon: the demo's images build (the Debian base from its
 recipe, with mmdebstrap, the first time on a machine) and a second build builds
@@ -56,9 +56,9 @@ def _remove_images(client: docker.APIClient, ids: set[str]) -> None:
 
 
 def _run_e2e(client: docker.APIClient, env: dict[str, str]) -> None:
-    """``pytest -n 4 tests/e2e`` on the stack ``env`` selects: it passes, each service's
-    container is created once, and nothing of the stack is left when it exits."""
-    sid = load(ROOT, env).id
+    """``pytest -n 4 tests/e2e`` on the stack of ``env``'s ENVKIT_ROOT: it passes, each
+    service's container is created once, and nothing of the stack is left when it exits."""
+    sid = load(Path(env["ENVKIT_ROOT"]), env).id
     since = time.time()
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "4", "tests/e2e", "-q", "-p", "no:cacheprovider"],
@@ -86,7 +86,7 @@ def _run_e2e(client: docker.APIClient, env: dict[str, str]) -> None:
 
 
 def _remove_stack(client: docker.APIClient, env: dict[str, str]) -> None:
-    sid = load(ROOT, env).id
+    sid = load(Path(env["ENVKIT_ROOT"]), env).id
     for c in client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}):
         client.remove_container(c["Id"], force=True, v=True)
     for n in client.networks(filters={"label": f"{labels.STACK}={sid}"}):
@@ -97,15 +97,19 @@ def _remove_stack(client: docker.APIClient, env: dict[str, str]) -> None:
 def test_pytest_n4_on_the_demo_stack_and_its_compose_twin_starts_each_service_once_and_leaves_nothing(
     docker_client: docker.APIClient, tmp_path: Path
 ) -> None:
-    """The demo as envkit.toml, then as compose.yaml (through envkit.compose.toml, which adds
-    the recipe base compose cannot describe): the same images (the twin builds nothing), and
-    the same e2e suite passes against both."""
+    """The demo as envkit.toml, then as examples/compose/compose.yaml (with the envkit.toml
+    beside it, which adds the recipe base compose cannot describe): the same images (the twin
+    builds nothing), and the same e2e suite passes against both."""
     env = {
         **os.environ,
         "ENVKIT_ROOT": str(ROOT),
         "ENVKIT_STATE_DIR": str(tmp_path / "state"),
     }
-    twin = {**env, "ENVKIT_CONFIG": "envkit.compose.toml", "ENVKIT_STATE_DIR": str(tmp_path / "twin")}
+    twin = {
+        **env,
+        "ENVKIT_ROOT": str(ROOT / "examples" / "compose"),
+        "ENVKIT_STATE_DIR": str(tmp_path / "twin"),
+    }
     before = _demo_images(docker_client)
     try:
         build = [sys.executable, "-m", "envkit", "build", "--json", "--quiet"]

@@ -250,15 +250,17 @@ def test_loading_a_toml_stack_imports_no_compose_library(tmp_path: Path) -> None
 
 
 def test_the_demo_s_compose_twin_is_the_demo_stack() -> None:
-    """compose.yaml (through envkit.compose.toml, which adds the recipe base) and envkit.toml
-    describe one stack: the same images (so the same keys: the twin builds nothing), the same
-    services, ports, environment and start order; only the form of the checks differs (compose
-    has command checks only, where envkit.toml probes HTTP from the host)."""
+    """examples/compose (compose.yaml, and an envkit.toml that adds the recipe base) and the
+    repository's envkit.toml describe one stack: the same images (so the same keys: the twin
+    builds nothing), the same services, ports, environment and start order; only the form of
+    the checks differs (compose has command checks only, where envkit.toml probes HTTP from the
+    host). tests/e2e reads auth's settings from envkit.toml, so they must be the twin's too."""
     root = Path(__file__).resolve().parents[2]
+    folder = root / "examples" / "compose"
     plain = load(root, BASE_ENV)
-    twin = load(root, {**BASE_ENV, "ENVKIT_CONFIG": "envkit.compose.toml"})
-    assert twin.files == (root / "envkit.compose.toml", root / "compose.yaml")
-    assert twin.name == plain.name and twin.state_dir != plain.state_dir
+    twin = load(folder, BASE_ENV)
+    assert twin.files == (folder / "envkit.toml", folder / "compose.yaml")
+    assert twin.name == plain.name and twin.state_dir == folder / ".envkit"
     assert dict(twin.images) == dict(plain.images)
     assert set(twin.services) == set(plain.services)
     for name, service in plain.services.items():
