@@ -16,7 +16,7 @@ from integration.stack_fixtures import StackProject, make_stack_project
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _docker_events(docker_client: docker.APIClient) -> Iterator[None]:
+def _docker_events() -> Iterator[None]:
     """The daemon's events, read live for this process's whole session (integration/events.py)."""
     events.start()
     yield

@@ -24,6 +24,7 @@ KINDS = ["container", "image", "volume"]
 ACTIONS = ["create", "start", "die", "destroy", "tag", "load", "pull", "push"]
 BARRIER_PROJECT = "envkit-tests-events"  # the label of the barrier volumes
 PATIENCE = 60.0  # seconds to wait for the barrier's own event
+REPLAY = 2.0  # seconds before its start that the log asks the daemon to replay
 
 
 class EventLog:
@@ -35,11 +36,14 @@ class EventLog:
         self._arrived = threading.Condition()
         self._stream: Any = None
         self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
         self.started = 0.0
 
     def start(self) -> None:
         self.started = time.time()
-        self._stream = self._client.events(filters={"type": KINDS, "event": ACTIONS}, decode=True)
+        self._stream = self._client.events(
+            since=f"{self.started - REPLAY:.6f}", filters={"type": KINDS, "event": ACTIONS}, decode=True
+        )
         self._thread = threading.Thread(target=self._read, name="docker-events", daemon=True)
         self._thread.start()
 
@@ -56,8 +60,10 @@ class EventLog:
                 with self._arrived:
                     self._seen.append(event)
                     self._arrived.notify_all()
-        except Exception:  # the stream closed at the session's end (or the daemon went away)
-            pass
+        except Exception as err:  # the stream closed at the session's end (or the daemon went away)
+            with self._arrived:
+                self._failure = err
+                self._arrived.notify_all()
 
     def _barrier(self) -> None:
         name = f"envkit-test-barrier-{uuid.uuid4().hex[:12]}"
@@ -68,6 +74,8 @@ class EventLog:
                 while not any(
                     e.get("Type") == "volume" and (e.get("Actor") or {}).get("ID") == name for e in self._seen
                 ):
+                    if self._thread is None or not self._thread.is_alive():
+                        raise AssertionError(f"the daemon's event stream ended: {self._failure!r}")
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise AssertionError(f"the daemon's event stream did not deliver {name} in time")
@@ -86,7 +94,9 @@ class EventLog:
     ) -> list[dict[str, Any]]:
         """The events of ``kind`` (any when None; and ``action``) from ``since`` to ``until``
         (now when None), of objects carrying ``label`` (``key=value`` or ``key``), in order."""
-        assert since >= self.started - 1, "the event log started after the moment asked about"
+        assert since >= self.started - REPLAY, "the event log started after the moment asked about"
+        assert kind is None or kind in KINDS, f"the log does not record {kind} events: add it to KINDS"
+        assert action is None or action in ACTIONS, f"the log does not record {action!r}: add it to ACTIONS"
         self._barrier()
         end = time.time() if until is None else until
         key, _, value = (label or "").partition("=")
@@ -115,8 +125,13 @@ def log() -> EventLog:
     return _ACTIVE[0]
 
 
-def start() -> EventLog:
+def start() -> EventLog | None:
+    """Start this process's log; None where no daemon answers (a test that asks fails then)."""
     if not _ACTIVE:
+        try:
+            docker.APIClient(version="auto").close()
+        except docker.errors.DockerException:
+            return None
         the_log = EventLog()
         the_log.start()
         _ACTIVE.append(the_log)
