@@ -85,8 +85,7 @@ def _run_e2e(client: docker.APIClient, env: dict[str, str]) -> None:
     assert not holders.exists() or not any(holders.glob("*.json"))
 
 
-def _remove_stack(client: docker.APIClient, env: dict[str, str]) -> None:
-    sid = load(Path(env["ENVKIT_ROOT"]), env).id
+def _remove_stack(client: docker.APIClient, sid: str) -> None:
     for c in client.containers(all=True, filters={"label": f"{labels.STACK}={sid}"}):
         client.remove_container(c["Id"], force=True, v=True)
     for n in client.networks(filters={"label": f"{labels.STACK}={sid}"}):
@@ -110,6 +109,7 @@ def test_pytest_n4_on_the_demo_stack_and_its_compose_twin_starts_each_service_on
         "ENVKIT_ROOT": str(ROOT / "examples" / "compose"),
         "ENVKIT_STATE_DIR": str(tmp_path / "twin"),
     }
+    sids = [load(Path(e["ENVKIT_ROOT"]), e).id for e in (env, twin)]  # both load, or nothing starts
     before = _demo_images(docker_client)
     try:
         build = [sys.executable, "-m", "envkit", "build", "--json", "--quiet"]
@@ -125,8 +125,9 @@ def test_pytest_n4_on_the_demo_stack_and_its_compose_twin_starts_each_service_on
         _run_e2e(docker_client, env)
         _run_e2e(docker_client, twin)
     finally:
-        _remove_stack(docker_client, env)
-        _remove_stack(docker_client, twin)
+        for sid in sids:
+            with contextlib.suppress(docker.errors.APIError):
+                _remove_stack(docker_client, sid)
         _remove_images(docker_client, _demo_images(docker_client) - before)
 
 
