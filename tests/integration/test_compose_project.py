@@ -6,7 +6,8 @@ files use: anchors and ``<<`` merges, interpolation (``${VAR:?}``, ``${VAR:-defa
 multi-stage ``target`` (the last stage fails if it is ever built), a one-shot ``migrate``
 gating ``app`` through ``service_completed_successfully``, a ``service_healthy`` dependency
 on ``db`` with a ``CMD-SHELL`` check, a named volume that ``migrate`` writes and ``app``
-reads, a profiled service, fixed host ports and ``container_name``.
+reads, a profiled service, fixed host ports, ``container_name`` and a command folded over
+lines (``>-``).
 
 The inner tests check the meaning from the inside, through what each container recorded
 when it started (served over HTTP by busybox httpd): the environment that reached it, the
@@ -90,7 +91,10 @@ services:
     image: ${{BASE_IMAGE}}
     container_name: {stack}-fixed-db
     env_file: config/db.env
-    command: sh -c 'sleep 2; mkdir /www; echo "ready $$DB_NAME" >/www/ready; exec httpd -f -p 5432 -h /www'
+    command: >-
+      sh -c 'sleep 2; mkdir /www;
+      echo "ready $$DB_NAME" >/www/ready;
+      exec httpd -f -p 5432 -h /www'
     ports:
       - "{db_port}:5432"
     healthcheck:
@@ -445,5 +449,11 @@ def test_a_compose_project_runs_under_pytest_n2_once_per_service_in_order_and_le
             assert migrate_end.exit_code == "0"
             assert first(events, "start", "migrate").nanos < migrate_end.nanos < app_start
             assert first(events, "start", "db").nanos < app_start
+
+            # app's `image:` beside its `build:` names the image envkit built, as compose tags it
+            [app_tag] = config.images["app"].also_tags
+            assert app_tag == f"localhost/{project.stack}-app:dev"
+            built = docker_client.images(filters={"label": f"{labels.PROJECT}={config.name}"})
+            assert docker_client.inspect_image(app_tag)["Id"] in {i["Id"] for i in built}
         finally:
             remove_stack(docker_client, label, state_dir)

@@ -62,9 +62,21 @@ def test_numbers_become_strings_as_compose_writes_them() -> None:
 
 
 def test_block_scalars_fold_and_keep_as_yaml_says() -> None:
-    text = 'f: >-\n  sh -c "echo one\n  && echo two"\ng: >\n  a\n  b\n\n  c\nl: |\n  a\n  b\n'
+    text = (
+        'f: >-\n  sh -c "echo one\n  && echo two"\ng: >\n  a\n  b\n\n  c\nl: |\n  a\n  b\n'
+        "k: >+\n  a\n  b\n\n"  # keep: the trailing blank line stays
+        "m: >\n  a\n    indented\n  b\n"  # a more-indented line is not folded
+        'e: "bell \\a"\n'  # a BEL written as an escape is the user's, and stays
+    )
     doc = yamldoc.read(Path("c.yaml"), text)
-    assert doc.data == {"f": 'sh -c "echo one && echo two"', "g": "a b\nc\n", "l": "a\nb\n"}
+    assert doc.data == {
+        "f": 'sh -c "echo one && echo two"',
+        "g": "a b\nc\n",
+        "l": "a\nb\n",
+        "k": "a b\n\n",
+        "m": "a\n  indented\nb\n",
+        "e": "bell \a",
+    }
 
 
 def test_anchors_merge_keys_and_lines() -> None:
