@@ -6,8 +6,8 @@ files use: anchors and ``<<`` merges, interpolation (``${VAR:?}``, ``${VAR:-defa
 multi-stage ``target`` (the last stage fails if it is ever built), a one-shot ``migrate``
 gating ``app`` through ``service_completed_successfully``, a ``service_healthy`` dependency
 on ``db`` with a ``CMD-SHELL`` check, a named volume that ``migrate`` writes and ``app``
-reads, a profiled service, fixed host ports, ``container_name`` and a command folded over
-lines (``>-``).
+reads, a network alias ``app`` reaches ``db`` by, a profiled service, fixed host ports,
+``container_name`` and a command folded over lines (``>-``).
 
 The inner tests check the meaning from the inside, through what each container recorded
 when it started (served over HTTP by busybox httpd): the environment that reached it, the
@@ -97,6 +97,9 @@ services:
       exec httpd -f -p 5432 -h /www'
     ports:
       - "{db_port}:5432"
+    networks:
+      default:
+        aliases: [database]
     healthcheck:
       test: ["CMD-SHELL", "wget -q -O - http://127.0.0.1:5432/ready | grep -q '^ready '"]
       interval: 1s
@@ -115,7 +118,7 @@ services:
     environment:
       <<: *app-env
       API_MODE: test
-      DATABASE_URL: http://db:5432/
+      DATABASE_URL: http://database:5432/  # db's alias on the stack's network
     volumes:
       - type: volume
         source: appdata
@@ -240,7 +243,7 @@ def test_the_environment_from_the_file_the_env_file_dotenv_and_the_process(envki
     assert env["LOG_LEVEL"] == "debug"  # the process environment over .env
     assert env["STACK_TAG"] == "local"  # a default
     assert env["TZ"] == "UTC"  # an anchor merged with <<
-    assert env["DATABASE_URL"] == "http://db:5432/"
+    assert env["DATABASE_URL"] == "http://database:5432/"
     assert "SCHEMA_VERSION" not in env  # migrate's, not app's
 
 
