@@ -14,6 +14,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 Graph = Mapping[str, Sequence[str]]
 
+# How often a caller waiting for work looks up. The kernel may hand Ctrl-C's SIGINT to a worker
+# thread; that does not wake a main thread blocked on a lock, and Python raises
+# KeyboardInterrupt only once the main thread runs again: so it never blocks for long.
+WAKE = 0.2  # seconds
+
 
 def order(graph: Graph, names: Collection[str] | None = None) -> list[str]:
     """``names`` (every node when None) and everything they need, each node after what it needs.
@@ -114,13 +119,13 @@ def run(
         if not running:
             break
         try:
-            name, error = finished.get()
+            name, error = _next(finished)
         except BaseException:
             if on_interrupt is None:
                 raise
             on_interrupt()
             for _ in range(running):
-                finished.get()
+                _next(finished)
             raise
         running -= 1
         if error is None:
@@ -130,3 +135,12 @@ def run(
             failures.append(error)
     if failures:
         raise failures[0]
+
+
+def _next(finished: queue.Queue[tuple[str, BaseException | None]]) -> tuple[str, BaseException | None]:
+    """The next finished work, waited for in slices of :data:`WAKE` (see there why)."""
+    while True:
+        try:
+            return finished.get(timeout=WAKE)
+        except queue.Empty:
+            continue
