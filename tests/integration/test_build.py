@@ -506,8 +506,14 @@ def test_ctrl_c_during_a_build_exits_at_once_and_leaves_nothing(
 ) -> None:
     project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.slow]\n')
     project.write("images/slow/Dockerfile", f"FROM {project.base}\nRUN sleep 60\n")
+    # envkit as a terminal starts it: Ctrl-C not ignored, whatever this process inherited (a
+    # shell's background job starts with SIGINT ignored, and a program cannot tell)
+    restore_ctrl_c = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'envkit', 'build'])"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "envkit", "build"],
+        [sys.executable, "-c", restore_ctrl_c],
         cwd=project.root,
         env=project.env(),
         stdout=subprocess.PIPE,
