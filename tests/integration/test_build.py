@@ -538,7 +538,7 @@ def test_ctrl_c_during_a_build_exits_at_once_and_leaves_nothing(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.communicate()  # reaps it and closes its pipes (left open, they warn in a later test)
     # The daemon cancels the build: its container goes, and no tag is ever applied.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and docker_client.containers(all=True, filters={"id": container}):
