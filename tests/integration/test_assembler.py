@@ -114,6 +114,8 @@ def files_of(client: docker.APIClient, image: str, stack: str) -> dict[str, tupl
     Read through ``docker export`` of a container created (never started) from it.
     """
     container = client.create_container(image, command=["/nothing"], labels={labels.PROJECT: stack})
+    mounts = client.inspect_container(container["Id"])["Mounts"] or []
+    anonymous = {m["Name"] for m in mounts if m.get("Type") == "volume"}  # an image's VOLUMEs
     try:
         with tempfile.TemporaryFile() as out:
             for chunk in client.export(container["Id"]):
@@ -133,7 +135,9 @@ def files_of(client: docker.APIClient, image: str, stack: str) -> dict[str, tupl
                     )  # fmt: skip
             return found
     finally:
-        client.remove_container(container["Id"], force=True)
+        client.remove_container(container["Id"], force=True, v=True)  # and its anonymous volumes
+        left = anonymous & {v["Name"] for v in client.volumes().get("Volumes") or []}
+        assert not left, f"volumes left by the container of {image}: {left}"
 
 
 def config_of(client: docker.APIClient, image: str) -> dict[str, Any]:
