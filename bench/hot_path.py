@@ -239,7 +239,10 @@ class Bench:
 
     def cleanup(self) -> None:
         if self.demo is not None:
-            for command in (["down", "--all"], ["gc"]):
+            # the copy's app.py as the checkout has it again, so that gc finds the edits' images
+            # no longer current and removes them (the checkout's own stay)
+            shutil.copy(ROOT / "images/api/app.py", self.demo / "images/api/app.py")
+            for command in (["down", "--all"], ["build", "--quiet"], ["gc"]):
                 subprocess.run(
                     [self.python, "-m", "envkit", *command],
                     cwd=self.demo,
