@@ -98,12 +98,20 @@ def test_the_reaper_tears_down_after_its_checkout_and_packages_are_deleted(
 
     holder = sp.holder("--service", "web")
     read_line(holder)
-    for reaper in sp.reapers():  # replace the reaper the holder started by one run from the copy
-        reaper.kill()
-    sp.wait_until(lambda: not sp.reapers(), 10, "the holder's reaper is gone")  # a zombie has no cmdline
+    # Replace the reaper the holder started (and its shadow) by one run from the copy. The
+    # holder restarts a reaper it finds dead, and a shadow takes a killed reaper's place: the
+    # holder is stopped meanwhile, and whatever reaper appears is killed until none is left.
+    holder.send_signal(signal.SIGSTOP)
+
+    def none_left() -> bool:
+        for reaper in sp.reapers():
+            reaper.kill()
+        return not sp.reapers()  # a zombie has no cmdline
+
     env = {**sp.env(), "PYTHONPATH": str(packages)}
     log = (sp.state_dir / "reaper.log").open("ab")
     try:
+        sp.wait_until(none_left, 10, "the holder's reaper and its shadow are gone")
         reaper = subprocess.Popen(
             [sys.executable, "-S", "-m", "envkit.stack.reaper", str(sp.state_dir), sp.stack_id],
             cwd=tmp_path,
@@ -116,6 +124,7 @@ def test_the_reaper_tears_down_after_its_checkout_and_packages_are_deleted(
         sp.wait_until(
             lambda: "watching" in reaper_log(sp).split("reaper[")[-1], 30, "the copied reaper starts"
         )
+        holder.send_signal(signal.SIGCONT)
         time.sleep(1)  # it has made its first round trip to the daemon
         shutil.rmtree(packages)
         holder.kill()
@@ -123,5 +132,6 @@ def test_the_reaper_tears_down_after_its_checkout_and_packages_are_deleted(
         sp.wait_until(sp.gone, 15, "the reaper removes the stack")
         assert reaper.wait(15) == 0, reaper_log(sp)
     finally:
+        holder.send_signal(signal.SIGCONT)
         log.close()
     assert "unexpected error" not in reaper_log(sp), reaper_log(sp)
