@@ -357,7 +357,7 @@ def write_project(project: Project, db_port: int, app_port: int) -> None:
     project.write("test_db.py", textwrap.dedent(INNER_DB))
 
 
-def container_events(client: docker.APIClient, label: str, since: float, until: float) -> list[Event]:
+def container_events(label: str, since: float, until: float) -> list[Event]:
     return [
         Event(
             action=e["Action"],
@@ -440,18 +440,18 @@ def test_a_compose_project_runs_under_pytest_n2_once_per_service_in_order_and_le
             assert json.loads(after.read_text()) == NOTHING  # torn down at the session's end
             assert leftovers(docker_client, label) == NOTHING
 
-            events = container_events(docker_client, label, since, until)
-            creates = collections.Counter(e.service for e in events if e.action == "create")
-            assert creates == dict.fromkeys(DEFAULT_SERVICES, 1), events  # and none for debug
+            seen = container_events(label, since, until)
+            creates = collections.Counter(e.service for e in seen if e.action == "create")
+            assert creates == dict.fromkeys(DEFAULT_SERVICES, 1), seen  # and none for debug
             # envkit's names, not container_name's
-            names = {e.service: e.name for e in events if e.action == "create"}
+            names = {e.service: e.name for e in seen if e.action == "create"}
             assert names == {s: f"{config.id}-{s}" for s in DEFAULT_SERVICES}
             # migrate ran to success, and db started, before app started
-            app_start = first(events, "start", "app").nanos
-            migrate_end = first(events, "die", "migrate")
+            app_start = first(seen, "start", "app").nanos
+            migrate_end = first(seen, "die", "migrate")
             assert migrate_end.exit_code == "0"
-            assert first(events, "start", "migrate").nanos < migrate_end.nanos < app_start
-            assert first(events, "start", "db").nanos < app_start
+            assert first(seen, "start", "migrate").nanos < migrate_end.nanos < app_start
+            assert first(seen, "start", "db").nanos < app_start
 
             # app's `image:` beside its `build:` names the image envkit built, as compose tags it
             [app_tag] = config.images["app"].also_tags
