@@ -132,6 +132,30 @@ class DaemonError(EnvkitError, RuntimeError):
         )
 
 
+class EngineNotFound(DaemonError, LookupError):
+    """The engine has no such object (it answered 404)."""
+
+
+class EngineConflict(DaemonError):
+    """The engine refused a change that conflicts with what it holds (it answered 409: an image a
+    container still uses, a name already taken)."""
+
+
+class EngineUnreachable(DaemonError, ConnectionError):
+    """No answer came: the engine could not be reached, or stopped answering mid-request."""
+
+
+class EngineStreamError(DaemonError):
+    """A build, pull, push or load reported an error in its stream (the request itself was
+    answered: the operation failed on the engine)."""
+
+
+def daemon_error(detail: str, status: int | None = None, timed_out: bool = False) -> DaemonError:
+    """The typed :class:`DaemonError` for an engine's answer of ``status`` (None: no answer)."""
+    kind = {None: EngineUnreachable, 404: EngineNotFound, 409: EngineConflict}.get(status, DaemonError)
+    return kind(detail, status, timed_out)
+
+
 class BaseImageError(EnvkitError, LookupError):
     """An external base image is missing and may not (``pull_failed`` False), or could not
     (``pull_failed`` True), be pulled."""

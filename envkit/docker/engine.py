@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import functools
 import json
+import re
 import struct
 import threading
 import time
@@ -38,7 +39,7 @@ from envkit.docker.transport import (
     discover,
     registry_auth,
 )
-from envkit.errors import DaemonError, DockerUnavailable, StateError
+from envkit.errors import DaemonError, DockerUnavailable, EngineStreamError, StateError, daemon_error
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 
 CONNECT_TIMEOUT = 2.0  # seconds for the first answer: a missing engine is reported at once
@@ -147,6 +148,64 @@ class ExecResult:
     output: str
 
 
+_LOADED = re.compile(r"Loaded image(?: ID)?: (sha256:[0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The engine envkit talks to: what it is and how it keeps images.
+
+    ``store`` is ``classic`` (Docker's graph drivers: an image's ID is the digest of its config),
+    ``containerd`` (Docker's containerd image store: the ID is the manifest's digest) or
+    ``containers-storage`` (Podman).
+    """
+
+    product: str  # "docker" or "podman"
+    version: str
+    api_version: str
+    store: str
+
+    @classmethod
+    def from_answers(cls, version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
+        components = [
+            str(c.get("Name") or "") for c in version.get("Components") or [] if isinstance(c, dict)
+        ]
+        podman = any("podman" in name.lower() for name in components)
+        if podman:
+            store = "containers-storage"
+        else:
+            status = info.get("DriverStatus") or []
+            snapshotter = any(
+                isinstance(pair, list)
+                and len(pair) == 2
+                and pair[0] == "driver-type"
+                and "snapshotter" in str(pair[1])
+                for pair in status
+            )
+            store = "containerd" if snapshotter else "classic"
+        return cls(
+            product="podman" if podman else "docker",
+            version=str(version.get("Version") or "?"),
+            api_version=str(version.get("ApiVersion") or "?"),
+            store=store,
+        )
+
+    def describe(self) -> str:
+        name = "Podman" if self.product == "podman" else "Docker Engine"
+        store = {"classic": "classic image store", "containerd": "containerd image store"}.get(
+            self.store, self.store
+        )
+        return f"{name} {self.version} (API {self.api_version}, {store})"
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "product": self.product,
+            "version": self.version,
+            "api_version": self.api_version,
+            "store": self.store,
+        }
+
+
 class _Connection:
     """The connection to the engine and the one place where requests are made and their
     failures translated into envkit's errors. :class:`Daemon` adds the operations."""
@@ -235,17 +294,17 @@ class _Connection:
         try:
             response = self._transport.request(method, url, body=data, headers=headers, timeout=bound)
         except TransportError as err:
-            raise DaemonError(_failed(method, path, err, bound), timed_out=err.timed_out) from None
+            raise daemon_error(_failed(method, path, err, bound), timed_out=err.timed_out) from None
         if response.status < 400 or (missing_ok and response.status == 404):
             return response
         text = self._read(response, path)
-        raise DaemonError(f"{method} {path} answered {response.status}: {_message(text)}", response.status)
+        raise daemon_error(f"{method} {path} answered {response.status}: {_message(text)}", response.status)
 
     def _read(self, response: Response, path: str) -> bytes:
         try:
             return response.read()
         except TransportError as err:
-            raise DaemonError(_failed("reading", path, err, None), timed_out=err.timed_out) from None
+            raise daemon_error(_failed("reading", path, err, None), timed_out=err.timed_out) from None
 
     def _json(
         self,
@@ -310,7 +369,7 @@ class _Connection:
                         if isinstance(message, dict):
                             yield message
             except TransportError as err:
-                raise DaemonError(
+                raise daemon_error(
                     _failed(method, path, err, self._bound(timeout)), timed_out=err.timed_out
                 ) from None
 
@@ -501,18 +560,31 @@ class Daemon(_Registries):
             try:
                 yield from response.chunks()
             except TransportError as err:
-                raise DaemonError(_failed("GET", path, err, stall), timed_out=err.timed_out) from None
+                raise daemon_error(_failed("GET", path, err, stall), timed_out=err.timed_out) from None
 
-    def load(self, archive: IO[bytes], size: int, *, stall: float | None) -> None:
-        """``docker load`` of a docker-archive tar (whose manifest may name layers the engine
-        already has without carrying them)."""
+    def load(self, archive: IO[bytes], size: int, *, stall: float | None) -> str | None:
+        """``docker load`` of an image archive (see :mod:`envkit.images.archive`): the ID of the
+        loaded image as the engine reports it (Docker: ``Loaded image ID: sha256:...``, on
+        either image store; Podman: ``Loaded image: sha256:...``), or None if it names none.
+
+        An error in the stream is an :class:`~envkit.errors.EngineStreamError`."""
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+        loaded: str | None = None
         for message in self._stream(
             "POST", "/images/load", {"quiet": "1"}, body=archive, headers=headers, timeout=stall
         ):
             if message.get("error") or message.get("errorDetail"):
                 detail = (message.get("errorDetail") or {}).get("message") or message.get("error")
-                raise DaemonError(f"docker load failed: {detail}")
+                raise EngineStreamError(f"docker load failed: {detail}")
+            found = _LOADED.search(str(message.get("stream") or ""))
+            if found:
+                loaded = found.group(1)
+        return loaded
+
+    @functools.cached_property
+    def engine(self) -> EngineInfo:
+        """Which engine this is (Docker or Podman), its versions and its image store: asked once."""
+        return EngineInfo.from_answers(self.version(), self._json("GET", "/info") or {})
 
     # -- containers --------------------------------------------------------------------------------
 

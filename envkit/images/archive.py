@@ -1,13 +1,15 @@
-"""Images envkit writes itself: deterministic layer tars, a config, a docker-archive, ``docker load``.
+"""Images envkit writes itself: deterministic layer tars, a config, a manifest, an archive to load.
 
-The engine names an image by the sha256 of its config bytes, and a layer by the
-sha256 of its uncompressed tar (the config's ``diff_ids``). So an image whose
-layers and config are written the same way from the same inputs has the same
-ID everywhere: layers hold their entries in a fixed order with fixed times and
-owners (:class:`LayerWriter`), and the config is JSON with sorted keys and no
-spaces (:func:`config_bytes`). A docker-archive whose manifest names layers the
-engine already has (a parent's) need not carry them: :func:`load` sends only
-the new ones.
+An engine names a layer by the sha256 of its uncompressed tar (the config's
+``diff_ids``) and an image by the sha256 of its config bytes (Docker's classic
+store, Podman) or of its manifest's bytes (Docker's containerd store). So an
+image whose layers, config and manifest are written the same way from the same
+inputs has the same ID on every machine: layers hold their entries in a fixed
+order with fixed times and owners (:class:`LayerWriter`), and the config and
+the manifest are JSON with sorted keys and no spaces (:func:`config_bytes`,
+:func:`manifest_bytes`). The archive :func:`load` sends is an OCI image layout
+and a docker-archive at once, so each engine reads the half it knows; it
+carries only the new layers and names a parent's by the blobs the engine holds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -119,41 +122,144 @@ class LayerWriter:
             self.abandon()
 
 
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A layer as a manifest names it: the digest of the blob the engine keeps (the diff id for
+    an uncompressed layer; on the containerd store a pulled or imported layer is kept gzipped),
+    its size and media type."""
+
+    digest: str
+    size: int
+    media_type: str = LAYER_TAR
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "mediaType": self.media_type, "size": self.size}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Blob:
+        return cls(str(data["digest"]), int(data["size"]), str(data.get("mediaType") or LAYER_TAR))
+
+
+def manifest_bytes(raw_config: bytes, layers: Sequence[Blob]) -> bytes:
+    """The OCI manifest of an image, written the one same way everywhere: on the containerd
+    store its digest is the image's ID."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": image_id(raw_config), "size": len(raw_config)},
+        "layers": [blob.to_json() for blob in layers],
+    }
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_archive(
+    out: IO[bytes], raw_config: bytes, layers: Sequence[Blob], new_layers: Mapping[str, Path]
+) -> bytes:
+    """Write an image archive that every engine loads: an OCI image layout (``oci-layout``,
+    ``index.json``, ``blobs/sha256/...``: what Docker's containerd store and Podman read) that is
+    also a docker-archive (``manifest.json`` naming the same blobs: what Docker's classic store
+    reads). Only ``new_layers`` (by digest) are carried: the others are a parent's, which the
+    engine has (by diff id, or on the containerd store by the digest a :class:`Blob` names).
+    Entries are written in a fixed order with fixed headers. The manifest's bytes are returned."""
+    manifest = manifest_bytes(raw_config, layers)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": INDEX_TYPE,
+        "manifests": [{"mediaType": MANIFEST_TYPE, "digest": image_id(manifest), "size": len(manifest)}],
+    }
+
+    def blob_name(digest: str) -> str:
+        return "blobs/sha256/" + digest.removeprefix("sha256:")
+
+    legacy = [
+        {
+            "Config": blob_name(image_id(raw_config)),
+            "RepoTags": None,
+            "Layers": [blob_name(blob.digest) for blob in layers],
+        }
+    ]
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+
+        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add(blob_name(image_id(raw_config)), raw_config)
+        add(blob_name(image_id(manifest)), manifest)
+        for digest, path in new_layers.items():
+            info = tarfile.TarInfo(blob_name(digest))
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+        add("index.json", json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
+        add("manifest.json", json.dumps(legacy, sort_keys=True, separators=(",", ":")).encode())
+    return manifest
+
+
 def load(
     daemon: Daemon,
     image: str,
     raw_config: bytes,
     *,
-    diff_ids: Sequence[str],
+    layers: Sequence[Blob],
     new_layers: Mapping[str, Path],
     workdir: Path,
     stall: float | None,
 ) -> str:
-    """``docker load`` the image of ``raw_config`` (untagged); its ID.
+    """Load the image of ``raw_config`` (untagged) from an archive :func:`write_archive` writes;
+    its ID, as the engine reports it.
 
-    ``new_layers`` are the layer tars (by diff id) the engine may not have yet;
-    the other ``diff_ids`` are a parent's, which it has.
+    ``layers`` are all the image's layers in order; ``new_layers`` the files of those (by
+    digest) the engine may not have yet. The ID is the config's digest on Docker's classic store
+    and on Podman, the manifest's digest on the containerd store: either way a function of the
+    bytes envkit wrote, so the same inputs give the same ID. A load that fails leaves no image.
     """
-    expected = image_id(raw_config)
-    config_name = expected.removeprefix("sha256:") + ".json"
-    layer_names = [f"{d.removeprefix('sha256:')}/layer.tar" for d in diff_ids]
-    manifest = json.dumps([{"Config": config_name, "RepoTags": None, "Layers": layer_names}]).encode()
     archive = workdir / "image.tar"
-    with tarfile.open(archive, "w") as tar:
-        for name, data in ((config_name, raw_config), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for diff_id, path in new_layers.items():
-            tar.add(str(path), arcname=f"{diff_id.removeprefix('sha256:')}/layer.tar")
+    with archive.open("wb") as out:
+        manifest = write_archive(out, raw_config, layers, new_layers)
+    candidates = (image_id(raw_config), image_id(manifest))
     try:
         with archive.open("rb") as f:
-            daemon.load(f, archive.stat().st_size, stall=stall)
+            reported = daemon.load(f, archive.stat().st_size, stall=stall)
     except DaemonError as err:
-        raise BuildError(image, f"docker load of the image envkit wrote failed: {err.detail}") from None
+        discard(daemon, candidates)
+        raise BuildError(image, f"the engine refused the image envkit wrote: {err.detail}") from None
     finally:
         archive.unlink(missing_ok=True)
-    found = daemon.inspect_image(expected)
-    if found is None:
-        raise BuildError(image, f"docker load reported success, but the engine has no image {expected}")
-    return expected
+    if reported is not None and reported not in candidates:
+        discard(daemon, (*candidates, reported))
+        raise BuildError(
+            image,
+            f"the engine reports it loaded {reported}, which is neither the config's digest "
+            f"({candidates[0]}) nor the manifest's ({candidates[1]})",
+        )
+    for candidate in [reported] if reported else candidates:
+        if daemon.inspect_image(candidate) is not None:
+            return candidate
+    discard(daemon, candidates)
+    raise BuildError(image, f"the load reported success, but the engine has no image {candidates[0]}")
+
+
+def discard(daemon: Daemon, ids: Sequence[str]) -> None:
+    """Remove whichever of these images envkit loaded (each carries envkit's labels): what a
+    failed load leaves. An image without envkit's labels is never touched."""
+    from envkit.docker import labels
+
+    for ref in dict.fromkeys(ids):
+        try:
+            found = daemon.image_labels(ref)
+            if found is not None and labels.PROJECT in found:
+                daemon.remove_image(ref)
+        except DaemonError:
+            continue  # best effort: the build's own error is the one to report

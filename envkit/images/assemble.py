@@ -40,7 +40,7 @@ from envkit.images.dockerfile import Dockerfile, Instruction, parse
 from envkit.images.words import WordError, json_list, pairs, split, word, words
 
 if TYPE_CHECKING:  # the assembler's own modules load tarfile: not on the no-op build path
-    from envkit.images.archive import LayerWriter
+    from envkit.images.archive import Blob, LayerWriter
     from envkit.images.facts import FactsCache, Node
 
 SUPPORTED = frozenset(
@@ -177,6 +177,7 @@ class _Image:
     tree: dict[str, Node]
     diff_ids: list[str]
     history: list[dict[str, Any]]
+    blobs: list[Blob] = field(default_factory=list)  # every layer as the manifest names it
     layers: list[tuple[str, Path]] = field(default_factory=list)  # our layers: diff id, tar file
     env: dict[str, str] = field(default_factory=dict)  # ARG values of this stage, for substitution
     cmd_set: bool = False
@@ -240,12 +241,12 @@ class Assembler:
             self.daemon,
             self.spec.name,
             raw,
-            diff_ids=image.diff_ids,
+            layers=image.blobs,
             new_layers=dict(image.layers),
             workdir=workdir,
             stall=self.stall,
         )
-        self.facts.put(image_id, ImageFacts(config, image.tree))
+        self.facts.put(image_id, ImageFacts(config, image.tree, list(image.blobs)))
         return image_id
 
     # -- the stages ---------------------------------------------------------------------------
@@ -286,7 +287,16 @@ class Assembler:
             raise CannotAssemble(f"cannot look at {resolved}: {err.detail}") from None
         if found is None:
             raise CannotAssemble(f"the base image {resolved} is not present")
-        facts = self.facts.get(self.daemon, str(found["Id"]), stall=self.stall)
+        from envkit.images.facts import UnreadableImage
+
+        try:
+            facts = self.facts.get(self.daemon, str(found["Id"]), stall=self.stall)
+        except UnreadableImage as err:
+            raise CannotAssemble(f"its base {resolved} cannot be read: {err}") from None
+        except DaemonError as err:
+            if err.status is None:  # the engine went away or stopped answering: that is the error
+                raise
+            raise CannotAssemble(f"docker save of its base {resolved} failed: {err.detail}") from None
         config = json.loads(json.dumps(facts.config))  # a copy to change
         for stamp in ("container", "container_config", "docker_version", "author", "comment"):
             config.pop(stamp, None)
@@ -296,11 +306,18 @@ class Assembler:
             raise CannotAssemble(f"its base {resolved} has ONBUILD triggers")
         run["Image"] = str(found["Id"])
         run["Hostname"] = ""
+        diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+        from envkit.images.archive import Blob
+
+        blobs = list(facts.layers)
+        if len(blobs) != len(diff_ids):  # not known: name each layer by its diff id
+            blobs = [Blob(diff_id, 0) for diff_id in diff_ids]
         return _Image(
             config=config,
             tree=dict(facts.tree),
-            diff_ids=list((config.get("rootfs") or {}).get("diff_ids") or []),
+            diff_ids=diff_ids,
             history=list(config.get("history") or []),
+            blobs=blobs,
         )
 
     # -- the instructions ---------------------------------------------------------------------
@@ -483,14 +500,24 @@ _CONFIG_ONLY = frozenset(
 )
 
 
+def _set_env(env: list[str], name: str, value: str) -> None:
+    """Set ``name`` in ``env`` as the classic builder's ENV does: in place of the first entry of
+    that name (its place kept, any later duplicate left alone), else appended at the end."""
+    for i, item in enumerate(env):
+        if item.partition("=")[0] == name:
+            env[i] = f"{name}={value}"
+            return
+    env.append(f"{name}={value}")
+
+
 def _configure(image: _Image, keyword: str, args: str, esc: str) -> None:  # noqa: PLR0911
     """Carry out an instruction that changes only the image's config."""
     run = image.run
     if keyword == "ENV":
         env = [str(e) for e in run.get("Env") or []]
-        for name, value in pairs(args, image.variables(), esc):
-            env = [e for e in env if e.partition("=")[0] != name] + [f"{name}={value}"]
-            run["Env"] = env
+        for name, value in pairs(args, image.variables(), esc):  # all substituted first
+            _set_env(env, name, value)
+        run["Env"] = env
         return
     if keyword == "LABEL":
         labels = dict(run.get("Labels") or {})
@@ -542,7 +569,7 @@ def _write_layer(name: str, image: _Image, entries: Mapping[str, _Entry], tmp: P
     """Write ``entries`` as a deterministic layer tar; its diff id."""
     import tarfile
 
-    from envkit.images.archive import LayerWriter
+    from envkit.images.archive import Blob, LayerWriter
     from envkit.images.facts import Node
 
     with LayerWriter(tmp / f"layer-{len(image.layers)}.tar") as layer:
@@ -561,6 +588,7 @@ def _write_layer(name: str, image: _Image, entries: Mapping[str, _Entry], tmp: P
             image.tree[path] = Node(entry.kind, entry.mode, entry.uid, entry.gid, entry.target)
     image.layers.append((layer.diff_id, layer.path))
     image.diff_ids.append(layer.diff_id)
+    image.blobs.append(Blob(layer.diff_id, layer.path.stat().st_size))
     return layer.diff_id
 
 

@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -587,7 +587,42 @@ def base_identity(
         found = daemon.inspect_image(ref)
         if found is None:
             raise BaseImageError(image, ref, "still not present after pulling it")
-    return ref.split("@", 1)[1] if pinned else str(found["Id"])
+    return ref.split("@", 1)[1] if pinned else content_identity(found)
+
+
+# What identifies an external base's content in image inspect, on every engine and store (the
+# Id is the config's digest on Docker's classic store and Podman, the manifest's on the
+# containerd store, and the config's bytes differ with the engine that wrote them).
+_RUN_FIELDS = (
+    "User",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "WorkingDir",
+    "Labels",
+    "StopSignal",
+    "Shell",
+    "OnBuild",
+    "Healthcheck",
+)
+
+
+def content_identity(inspected: Mapping[str, Any]) -> str:
+    """A base image's identity from ``docker image inspect``: the digest of its layers (their
+    diff ids), platform and run config, the same on every engine and image store that holds the
+    same image. Creation time and build history are left out: they are not content."""
+    run = dict(inspected.get("Config") or {})
+    content: dict[str, Any] = {
+        "os": inspected.get("Os") or "linux",
+        "architecture": inspected.get("Architecture") or "",
+        "variant": inspected.get("Variant") or "",
+        "layers": list((inspected.get("RootFS") or {}).get("Layers") or []),
+        "config": {k: run[k] for k in _RUN_FIELDS if run.get(k)},
+        "ports": sorted(run.get("ExposedPorts") or {}),
+        "volumes": sorted(run.get("Volumes") or {}),
+    }
+    raw = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return "content:sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _pull(daemon: Daemon, image: str, ref: str, progress: Progress, stall: float | None) -> None:

@@ -28,7 +28,7 @@ from envkit.images.context import context_entries, normalised_mode
 from envkit.images.statcache import StatCache
 from envkit.progress import Progress, State
 
-KEY_SCHEMA = 2  # 2: the builder is chosen per image (envkit's assembler or the classic builder)
+KEY_SCHEMA = 3  # 2: the builder is chosen per image; 3: an external base is known by its content, not its ID
 # The builders' identities. A switch of builder must change the key; these values are fixed,
 # since changing one changes every key of its images (and rebuilds them) too.
 BUILDER = "docker-classic-via-docker-py/1"  # the classic builder (any RUN)

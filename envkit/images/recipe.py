@@ -180,18 +180,19 @@ def _load(
         rootfs.unlink(missing_ok=True)  # the layer is its copy: half the disk
     config = image_config(recipe, labels, daemon.platform, diff_id)
     raw = archive.config_bytes(config)
+    layer = archive.Blob(diff_id, layer_path.stat().st_size)
     image_id = archive.load(
         daemon,
         image,
         raw,
-        diff_ids=[diff_id],
+        layers=[layer],
         new_layers={diff_id: layer_path},
         workdir=layer_path.parent,
         stall=stall,
     )
     tree: dict[str, Node] = {}
     apply_layer(tree, headers)
-    facts.put(image_id, ImageFacts(config, tree))
+    facts.put(image_id, ImageFacts(config, tree, [layer]))
     return image_id
 
 

@@ -36,6 +36,9 @@ CMD ["sh", "-c", "echo parent"]
 """
 PARENT_FILES: dict[str, FileValue] = {"parent.txt": "from the parent\n"}
 
+# A parent stage (in the case itself) that sets variables after the base's PATH.
+VARS = "FROM {base} AS vars\nLABEL envkit.project={stack}\nENV FIRST=1 MIDDLE=2 LAST=3\n"
+
 SRC = {
     "src/main.py": "print('main')\n",
     "src/util/helpers.py": "X = 1\n",
@@ -99,6 +102,37 @@ CASES: list[Case] = [
     ),
     Case("env-legacy-form", "FROM {base}\nENV GREETING hello  big world\n"),
     Case("env-overrides-path", "FROM {base}\nENV PATH=/opt/bin:$PATH\n"),
+    # ENV replacing a variable keeps its place in Env (only a new name is appended): the parent
+    # stage VARS sets FIRST, MIDDLE, LAST after the base's PATH; the child overrides each.
+    Case(
+        "env-override-inherited-first-middle-last",
+        VARS + "FROM vars\nENV PATH=/opt/bin:$PATH\nENV MIDDLE=m-$MIDDLE\nENV FIRST=${FIRST}-f\n"
+        "ENV LAST=$LAST:l\n",
+    ),
+    Case(
+        "env-override-inherited-one-line-with-new",
+        VARS + "FROM vars\nENV NEW=n LAST=$LAST-l FIRST=$FIRST-f OTHER=$NEW MIDDLE=$LAST PATH=$PATH:/x\n",
+    ),
+    Case(
+        "env-override-inherited-twice-on-one-line",
+        VARS + "FROM vars\nENV X=1 MIDDLE=a X=2 MIDDLE=b$MIDDLE FIRST=one FIRST=two$FIRST\n",
+    ),
+    Case("env-override-inherited-legacy-form", VARS + "FROM vars\nENV MIDDLE legacy $MIDDLE and $LAST\n"),
+    Case(
+        "env-override-inherited-with-arg",
+        VARS + "FROM vars\nARG MIDDLE=arg\nARG GIVEN\nENV FIRST=$MIDDLE MIDDLE=$GIVEN LAST=$MIDDLE\n"
+        "ENV GIVEN=$GIVEN-env MIDDLE=$MIDDLE+\n",
+        args={"MIDDLE": "given-middle", "GIVEN": "given"},
+    ),
+    Case(
+        "env-override-earlier-in-the-same-stage",
+        "FROM {base}\nENV A=1 B=2 C=3\nENV B=x$B A=y$A\nENV C=$C$C D=4 A=z\n",
+    ),
+    Case(
+        "parent-env-override",
+        "FROM parent\nENV PATH=/opt/bin:$PATH APP_HOME=$APP_HOME/v2 EXTRA=1\nENV PATH=$PATH:/z\n",
+        parent=True,
+    ),
     Case("env-quoted", "FROM {base}\nENV Q=\"a b\" R='c $d' S=e\\ f\n"),
     Case(
         "arg-defaults-and-build-args",

@@ -12,7 +12,16 @@ import pytest
 
 from envkit.config.model import ImageSpec
 from envkit.images import archive
-from envkit.images.assemble import CannotAssemble, _duration, _glob, _healthcheck, _ports, verdict
+from envkit.images.assemble import (
+    CannotAssemble,
+    _configure,
+    _duration,
+    _glob,
+    _healthcheck,
+    _Image,
+    _ports,
+    verdict,
+)
 from envkit.images.facts import FactsCache, ImageFacts, Node, apply_layer
 from envkit.images.words import WordError, json_list, pairs, split, word, words
 
@@ -156,6 +165,55 @@ def test_healthcheck_forms() -> None:
     }
     with pytest.raises(CannotAssemble):
         _healthcheck("--start-interval=1s CMD true")
+
+
+PARENT_ENV = ["PATH=/usr/bin:/bin", "A=1", "B=2", "C=3"]
+
+
+@pytest.mark.parametrize(
+    ("instructions", "expected"),
+    [
+        # the issue's example: a replaced variable keeps its place
+        (["PATH=/x:$PATH"], ["PATH=/x:/usr/bin:/bin", "A=1", "B=2", "C=3"]),
+        (["A=a$A", "B=b${B}", "C=$C:c"], ["PATH=/usr/bin:/bin", "A=a1", "B=b2", "C=3:c"]),
+        # one line: overrides in place, new names appended in order, every $VAR the value before
+        (["N=new B=x$B M=$N A=$B"], ["PATH=/usr/bin:/bin", "A=2", "B=x2", "C=3", "N=new", "M="]),
+        # a name set twice on one line, new or inherited: the first place, the last value
+        (["X=1 Y=2 X=3 C=4 C=5"], ["PATH=/usr/bin:/bin", "A=1", "B=2", "C=5", "X=3", "Y=2"]),
+        # the legacy form
+        (["B two $A words"], ["PATH=/usr/bin:/bin", "A=1", "B=two 1 words", "C=3"]),
+        # a variable added, then replaced by a later ENV
+        (["Z=1", "A=0", "Z=2$Z"], ["PATH=/usr/bin:/bin", "A=0", "B=2", "C=3", "Z=21"]),
+    ],
+)
+def test_env_replaces_in_place_and_appends_new_names(instructions: list[str], expected: list[str]) -> None:
+    image = _Image(config={"config": {"Env": list(PARENT_ENV)}}, tree={}, diff_ids=[], history=[])
+    for args in instructions:
+        _configure(image, "ENV", args, "\\")
+    assert image.run["Env"] == expected
+
+
+def test_env_replaces_only_the_first_of_duplicate_names_and_reads_the_last() -> None:
+    """A parent whose Env names a variable twice (the classic builder never writes one, but a loaded
+    image may have it): Docker 20.10's classic builder replaces the first in place, keeps the
+    other, and substitutes the last one's value."""
+    image = _Image(config={"config": {"Env": ["A=1", "B=2", "A=dup"]}}, tree={}, diff_ids=[], history=[])
+    _configure(image, "ENV", "C=$A", "\\")
+    _configure(image, "ENV", "A=new$A", "\\")
+    assert image.run["Env"] == ["A=newdup", "B=2", "A=dup", "C=dup"]
+
+
+def test_env_wins_over_an_arg_of_the_same_name() -> None:
+    image = _Image(config={"config": {"Env": ["A=1", "B=2"]}}, tree={}, diff_ids=[], history=[])
+    image.env = {"B": "arg", "D": "argd"}
+    _configure(image, "ENV", "A=$B B=new C=$B E=$D", "\\")
+    assert image.run["Env"] == ["A=2", "B=new", "C=2", "E=argd"]
+
+
+def test_env_on_a_config_without_env() -> None:
+    image = _Image(config={}, tree={}, diff_ids=[], history=[])
+    _configure(image, "ENV", "A=1 B=$A", "\\")
+    assert image.run["Env"] == ["A=1", "B="]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -286,7 +287,7 @@ def test_an_ignore_file_that_is_not_utf8_is_a_config_error(root: Path) -> None:
 
 def test_the_builder_is_part_of_the_key(root: Path) -> None:
     """The assembler and the classic builder make different images of one Dockerfile: their keys
-    differ (key schema 2), and so do the tags."""
+    differ, and so do the tags."""
     from envkit.images.digest import ASSEMBLER, BUILDER, KEY_SCHEMA
 
     spec = spec_for(root)
@@ -294,7 +295,7 @@ def test_the_builder_is_part_of_the_key(root: Path) -> None:
     by_classic = image_inputs(spec, files, platform="linux/amd64", bases={}, parents={}, builder=BUILDER)
     by_envkit = image_inputs(spec, files, platform="linux/amd64", bases={}, parents={}, builder=ASSEMBLER)
     assert by_classic.key != by_envkit.key
-    assert by_envkit.head()["builder"] == ASSEMBLER and by_envkit.head()["schema"] == KEY_SCHEMA == 2
+    assert by_envkit.head()["builder"] == ASSEMBLER and by_envkit.head()["schema"] == KEY_SCHEMA == 3
 
 
 @pytest.mark.parametrize(
@@ -347,3 +348,63 @@ def test_build_args_that_look_like_secrets_are_recorded_only_as_digests(name: st
     assert (recorded != "hunter2") is secret
     if secret:
         assert recorded.startswith("sha256:")
+
+
+def _inspected(**changes: Any) -> dict[str, Any]:
+    """An image inspect answer as Docker's classic store gives it."""
+    found: dict[str, Any] = {
+        "Id": "sha256:" + "1" * 64,
+        "Created": "2026-12-07T17:36:36.113774881Z",
+        "Os": "linux",
+        "Architecture": "amd64",
+        "RootFS": {"Type": "layers", "Layers": ["sha256:" + "a" * 64]},
+        "Config": {
+            "Env": ["PATH=/bin", "A=1"],
+            "Cmd": ["sh"],
+            "Labels": {"team": "core"},
+            "ExposedPorts": {"80/tcp": {}},
+            "Image": "sha256:" + "2" * 64,
+            "Hostname": "",
+            "User": "",
+            "Entrypoint": None,
+        },
+    }
+    for key, value in changes.items():
+        if key == "Config":
+            found["Config"] = {**found["Config"], **value}
+        else:
+            found[key] = value
+    return found
+
+
+def test_a_base_is_known_by_its_content_on_every_store() -> None:
+    """The same image on Docker's classic store, its containerd store (ID: the manifest's digest;
+    Config.Image empty on Docker 28; empty fields as null) and in another engine's answer has one
+    identity; a change of layers, config or platform is another."""
+    from envkit.images.build import content_identity
+
+    classic = content_identity(_inspected())
+    containerd = content_identity(
+        _inspected(
+            Id="sha256:" + "9" * 64,
+            Created="2026-12-07T17:40:00Z",
+            Config={
+                "Image": "",
+                "User": None,
+                "Volumes": None,
+                "OnBuild": None,
+                "ExposedPorts": {"80/tcp": {}},
+            },
+        )
+    )
+    assert classic == containerd
+    assert classic.startswith("content:sha256:")
+    for other in (
+        _inspected(RootFS={"Type": "layers", "Layers": ["sha256:" + "b" * 64]}),
+        _inspected(Config={"Env": ["PATH=/bin", "A=2"]}),
+        _inspected(Config={"Cmd": ["sh", "-c", "true"]}),
+        _inspected(Config={"ExposedPorts": {"81/tcp": {}}}),
+        _inspected(Config={"Labels": {"team": "other"}}),
+        _inspected(Architecture="arm64"),
+    ):
+        assert content_identity(other) != classic
