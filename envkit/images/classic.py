@@ -6,15 +6,23 @@ written, so a file that changed since its key was computed fails the build
 instead of producing an image that does not match its key. The Dockerfile is
 rewritten first: references to the stack's other images point at their
 content-addressed tags, and envkit's labels are appended as one ``LABEL``.
+
+A build that fails after the engine made the image (the stream broke or stalled
+after naming it, or named it only in ``Successfully built ID``) removes that
+image, untagged and labelled, before it raises. One killed outright leaves it
+to ``envkit gc`` (:mod:`envkit.images.gc`), which finds it by its labels.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO
 
 from envkit.config.model import ImageSpec
@@ -28,6 +36,8 @@ from envkit.settings import BUILD_STALL
 
 LOG_TAIL = 30
 DOCKERFILE_IN_TAR = ".envkit.Dockerfile"
+CLEANUP_BOUND = 10.0  # seconds each call that removes a failed build's image may wait
+_BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})$")
 
 
 def build(
@@ -48,8 +58,41 @@ def build(
     text = parse_dockerfile(spec.dockerfile_text).rewrite(
         spec.args, parents, labels=labels, target=spec.target
     )
+    made = _Made()
+    try:
+        return _run(daemon, spec, inputs, text, made, progress=progress, stall=stall)
+    except BaseException:
+        if made.image:  # the engine made the image, and this build fails: nobody will tag it
+            discard(daemon, made.image, labels)
+        raise
+
+
+@dataclass
+class _Made:
+    """What the builder's stream said it made: the ID (``aux``), and the short ID of
+    ``Successfully built ID`` (which names the image when no ``aux`` does)."""
+
+    image_id: str = ""
+    built: str = ""
+
+    @property
+    def image(self) -> str:
+        return self.image_id or self.built
+
+
+def _run(
+    daemon: Daemon,
+    spec: ImageSpec,
+    inputs: Inputs,
+    text: str,
+    made: _Made,
+    *,
+    progress: Progress,
+    stall: float | None,
+) -> str:
+    """Send the context with ``text`` as its Dockerfile and read the stream to its end (noting in
+    ``made`` the image it names, as soon as it does); the image ID."""
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
-    image_id = ""
     failure = ""
     with tempfile.TemporaryFile() as context:
         write_context(context, spec, inputs, text)
@@ -75,9 +118,11 @@ def build(
                         if line.strip():
                             tail.append(line)
                             progress.log(spec.name, line)
+                            found = _BUILT.match(line.strip())
+                            made.built = found.group(1) if found else made.built
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and aux.get("ID"):
-                    image_id = str(aux["ID"])
+                    made.image_id = str(aux["ID"])
         except DaemonError as err:
             if err.timed_out:
                 raise BuildError(
@@ -89,9 +134,25 @@ def build(
             raise BuildError(spec.name, err.detail, list(tail)) from None
     if failure:
         raise BuildError(spec.name, failure, list(tail))
-    if not image_id:
+    if not made.image_id:
         raise BuildError(spec.name, "the builder reported no image ID", list(tail))
-    return image_id
+    return made.image_id
+
+
+def discard(daemon: Daemon, image: str, labels: Mapping[str, str]) -> bool:
+    """Remove ``image``, made by a build that failed, if it is still untagged and carries every
+    one of ``labels`` (that build's); whether it was removed. Each call waits at most
+    :data:`CLEANUP_BOUND` seconds, and any failure leaves the image to ``envkit gc``."""
+    with contextlib.suppress(DaemonError), daemon.bounded(CLEANUP_BOUND):
+        found = daemon.inspect_image(image)
+        if found is None or found.get("RepoTags"):
+            return False
+        have = (found.get("Config") or {}).get("Labels") or {}
+        if not labels or any(have.get(name) != value for name, value in labels.items()):
+            return False
+        daemon.remove_image(str(found.get("Id") or image))
+        return True
+    return False
 
 
 def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfile_text: str) -> None:
