@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import import_busybox  # noqa: E402  (tests/conftest.py: busybox rootfs -> docker import)
+from engine_client import docker_api_client  # noqa: E402  (tests/engine_client.py: the engine envkit uses)
 
 from envkit.config import find as config_mod  # noqa: E402
 from envkit.config import model as config_model  # noqa: E402
@@ -232,7 +233,7 @@ class Bench:
         self.reps = reps
         self.stack = f"envkit-bench-{uuid.uuid4().hex[:8]}"
         self.daemon = Daemon()
-        self.client = docker.APIClient(version="auto")  # docker-py, for the bench's own setup and cleanup
+        self.client = docker_api_client()  # docker-py, for the bench's own setup and cleanup
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-"))
         self.root = self.tmp / "project"
         self.root.mkdir()

@@ -44,10 +44,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import docker
-
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from engine_client import docker_api_client  # noqa: E402  (tests/engine_client.py: the engine envkit uses)
+
 PROJECT = "envkit-demo"
 SERVICES = 4
 WARM_TARGET = 2.0  # seconds to the first test of a second e2e run on a warm stack
@@ -105,7 +107,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-e2e-"))
-        self.client = docker.APIClient(timeout=120)
+        self.client = docker_api_client(timeout=120)
         self.python = sys.executable
         self.state_dirs: list[Path] = []
         self._ids: dict[Path, str] = {}  # state directory -> stack id

@@ -34,13 +34,13 @@ import time
 import uuid
 from pathlib import Path
 
-import docker
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import import_busybox, remove_stack_images  # noqa: E402
+from engine_client import docker_api_client  # noqa: E402  (tests/engine_client.py: the engine envkit uses)
 from faults.proxy import EngineProxy  # noqa: E402
 
 HOLDER = REPO / "tests" / "integration" / "holder_proc.py"
@@ -54,7 +54,7 @@ def say(text: str = "") -> None:
 class Bench:
     def __init__(self, holders: int) -> None:
         self.holders = holders
-        self.client = docker.APIClient(version="auto")
+        self.client = docker_api_client()
         self.stack = f"envkit-bench-{uuid.uuid4().hex[:8]}"
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-faults-"))
         self.root = self.tmp / "project"

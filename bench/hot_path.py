@@ -42,14 +42,13 @@ import time
 import uuid
 from pathlib import Path
 
-import docker
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from conftest import import_busybox, remove_stack_images  # noqa: E402
 from e2e import FIRST_TEST_PLUGIN  # noqa: E402
+from engine_client import docker_api_client  # noqa: E402  (tests/engine_client.py: the engine envkit uses)
 
 TARGET = 20.0
 DOCKERFILE = """\
@@ -81,7 +80,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.client = docker.APIClient(version="auto")
+        self.client = docker_api_client()
         self.stack = f"envkit-bench-{uuid.uuid4().hex[:8]}"
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-hot-path-"))
         self.python = sys.executable

@@ -80,6 +80,10 @@ import docker
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from engine_client import docker_api_client  # noqa: E402  (tests/engine_client.py: the engine envkit uses)
+
 COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
 MODES = ("envkit", "compose", "testcontainers")
 LABEL = "envkit-bench.peers"  # every container, network and volume of the peers: the session
@@ -279,7 +283,7 @@ class Creates:
 
     def __init__(self, label: tuple[str, str]) -> None:
         self.count = 0
-        self.client = docker.APIClient(timeout=None)
+        self.client = docker_api_client(timeout=None)
         filters = {"type": "container", "event": "create", "label": [f"{label[0]}={label[1]}"]}
         self.stream = self.client.events(filters=filters, decode=True)  # subscribed from now on
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -302,7 +306,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.session = uuid.uuid4().hex[:6]
-        self.client = docker.APIClient(timeout=120)
+        self.client = docker_api_client(timeout=120)
         self.python = sys.executable
         self.procs: list[subprocess.Popen[bytes]] = []
         self.state_dirs: list[Path] = []

@@ -49,14 +49,13 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-import docker
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from conftest import remove_stack_images  # noqa: E402
 from e2e import FIRST_TEST_PLUGIN  # noqa: E402
+from engine_client import docker_api_client  # noqa: E402  (tests/engine_client.py: the engine envkit uses)
 from integration.registry import running_registry  # noqa: E402
 
 from envkit.config.find import load  # noqa: E402
@@ -78,7 +77,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.client = docker.APIClient(version="auto", timeout=600)
+        self.client = docker_api_client(timeout=600)
         self.stack = f"envkit-bench-{uuid.uuid4().hex[:8]}"
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-cache-"))
         self.python = sys.executable

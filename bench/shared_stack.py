@@ -72,6 +72,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from build_noop import remove_stack  # noqa: E402  (bench/: images labelled for a stack, children first)
 from conftest import import_busybox  # noqa: E402  (tests/conftest.py: busybox rootfs -> docker import)
+from engine_client import docker_api_client  # noqa: E402  (tests/engine_client.py: the engine envkit uses)
 
 from envkit.config import find as config_mod  # noqa: E402
 from envkit.docker import labels  # noqa: E402
@@ -452,7 +453,7 @@ class Bench:
         self.warm_count = warm
         self.name = f"envkit-bench-{uuid.uuid4().hex[:8]}"
         self.daemon = Daemon()
-        self.client = docker.APIClient(version="auto")  # the bench's own setup, looks and cleanup
+        self.client = docker_api_client()  # the bench's own setup, looks and cleanup
         self.tmp = Path(tempfile.mkdtemp(prefix="envkit-bench-"))
         self.root = self.tmp / "project"
         self.root.mkdir()

@@ -5,6 +5,11 @@ the one base image they build on is made from local material: a rootfs holding
 the host's static busybox and its applet links, loaded with ``docker import``.
 Everything a test creates carries envkit's labels and is removed at the end,
 also when the test fails.
+
+The engine is the one envkit itself would use (DOCKER_HOST, else DOCKER_CONTEXT,
+else the docker CLI's current context, else the default socket): the tests'
+own docker-py clients come from tests/engine_client.py, and ``engine_facts``
+says what that engine can do, for the tests that depend on it.
 """
 
 from __future__ import annotations
@@ -17,20 +22,29 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
+from engine_client import EngineFacts, docker_api_client, engine_endpoint
 
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
-from envkit.errors import DockerUnavailable
+from envkit.errors import ConfigError, DockerUnavailable
 
 BUSYBOX = Path("/bin/busybox")
 # Every image the test session makes carries this label value (or a per-test one).
 SESSION_STACK = f"envkit-tests-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        endpoint = engine_endpoint()
+    except ConfigError as err:
+        return f"engine: none ({err})"
+    return f"engine: {endpoint.host} (from {endpoint.source})"
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +55,20 @@ def docker_client() -> Iterator[docker.APIClient]:
         pytest.fail(f"integration tests need a running Docker daemon: {err}", pytrace=False)
     daemon.close()
     # docker-py's client, for the tests' own looks at the daemon (a second opinion on envkit's)
-    client = docker.APIClient(version="auto")
+    client = docker_api_client()
     yield client
     client.close()
 
 
-def busybox_rootfs_tar() -> bytes:
-    """A rootfs tar: /bin/busybox plus a symlink per applet, and /tmp."""
+@pytest.fixture(scope="session")
+def engine_facts(docker_client: docker.APIClient, busybox_base: str) -> EngineFacts:
+    """What the engine can do (tests/engine_client.py): tests that depend on it skip by
+    capability, e.g. ``engine_facts.require("why", image_store="classic")``."""
+    return EngineFacts(docker_client, busybox_base)
+
+
+def busybox_rootfs_tar(files: Mapping[str, str] | None = None) -> bytes:
+    """A rootfs tar: /bin/busybox plus a symlink per applet, /tmp, and ``files`` (path: text)."""
     if not BUSYBOX.is_file():
         pytest.fail("tests need Debian's busybox-static (/bin/busybox): apt-get install busybox-static")
     applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout
@@ -66,13 +87,22 @@ def busybox_rootfs_tar() -> bytes:
             info.type = tarfile.SYMTYPE
             info.linkname = "busybox"
             tar.addfile(info)
+        for path, text in (files or {}).items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-def import_busybox(client: docker.APIClient, repository: str, tag: str, stack: str) -> str:
-    """``docker import`` the busybox rootfs as ``repository:tag``, labelled for ``stack``."""
+def import_busybox(
+    client: docker.APIClient, repository: str, tag: str, stack: str, *, files: Mapping[str, str] | None = None
+) -> str:
+    """``docker import`` the busybox rootfs (with ``files``) as ``repository:tag``, labelled for
+    ``stack``."""
     client.import_image_from_data(
-        busybox_rootfs_tar(),
+        busybox_rootfs_tar(files),
         repository=repository,
         tag=tag,
         changes=[f"LABEL {labels.PROJECT}={stack}", "ENV PATH=/bin", 'CMD ["sh"]'],

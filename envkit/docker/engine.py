@@ -237,6 +237,8 @@ class _Connection:
         if ping_status != 200:
             raise DockerUnavailable(f"GET /_ping at {self.endpoint.host} answered {ping_status}")
         self._server = headers.get("server", "")
+        # Podman answers the ping as itself: it names local images localhost/<name>
+        self.podman = "libpod-api-version" in {name.lower() for name in headers}
         self.api_version = headers.get("api-version") or str(
             self._json("GET", "/version", versioned=False)["ApiVersion"]
         )
@@ -497,8 +499,24 @@ class Daemon(_Registries):
         """``docker images --filter label=LABEL`` (top-level images only)."""
         found = self._json("GET", "/images/json", {"filters": _filters(label)}) or []
         return [
-            Image(str(i["Id"]), tuple(i.get("RepoTags") or ()), dict(i.get("Labels") or {})) for i in found
+            Image(
+                str(i["Id"]),
+                tuple(self._local_name(t) for t in i.get("RepoTags") or ()),
+                dict(i.get("Labels") or {}),
+            )
+            for i in found
         ]
+
+    def _local_name(self, tag: str) -> str:
+        """A tag as envkit wrote it (and as Docker lists it): Podman lists ``stack/app:key`` in
+        full, as ``docker.io/stack/app:key`` when tagged through this API and as
+        ``localhost/stack/app:key`` when tagged by its own command line."""
+        if not self.podman:
+            return tag
+        for prefix in ("localhost/", "docker.io/library/", "docker.io/"):
+            if tag.startswith(prefix):
+                return tag[len(prefix) :]
+        return tag
 
     @_answer_shape
     def inspect_image(self, ref: str) -> dict[str, Any] | None:

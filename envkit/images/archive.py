@@ -234,7 +234,7 @@ def load(
             reported = daemon.load(f, archive.stat().st_size, stall=stall)
     except DaemonError as err:
         discard(daemon, candidates)
-        raise BuildError(image, f"the engine refused the image envkit wrote: {err.detail}") from None
+        raise BuildError(image, f"docker load of the image envkit wrote was refused: {err.detail}") from None
     finally:
         archive.unlink(missing_ok=True)
     if reported is not None and reported not in candidates:

@@ -1,5 +1,8 @@
 """A Unix socket between envkit and the real engine that misbehaves on the requests a test picks.
 
+The real engine is the one the tests use (tests/engine_client.py): its Unix socket, or TCP
+without TLS.
+
 Every other request goes through to the engine untouched. Actions:
 
 - ``refuse``: close the connection at once;
@@ -15,9 +18,10 @@ import contextlib
 import re
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-UPSTREAM = "/var/run/docker.sock"
+from engine_client import engine_connector
 
 
 def _answer(status: str, body: bytes) -> bytes:
@@ -33,7 +37,12 @@ ANSWERS = {
 
 
 class EngineProxy:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, upstream: Callable[[], socket.socket] | None = None) -> None:
+        """``upstream`` opens a connection to the real engine (by default, the tests' engine)."""
+        connector = upstream or engine_connector()
+        if connector is None:
+            raise RuntimeError("the engine is behind TLS or SSH: a proxy cannot forward its bytes")
+        self._upstream = connector
         self.path = path
         self.rules: list[tuple[re.Pattern[str], str]] = []
         self.seen: list[str] = []
@@ -100,9 +109,12 @@ class EngineProxy:
             self._forward(conn, head)
 
     def _forward(self, conn: socket.socket, head: bytes) -> None:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            upstream.connect(UPSTREAM)
+            upstream = self._upstream()
+        except OSError:
+            conn.close()
+            return
+        try:
             upstream.sendall(head)
         except OSError:
             conn.close()

@@ -17,8 +17,10 @@ import uuid
 from typing import Any
 
 import docker
+from engine_client import docker_api_client
 
 from envkit.docker import labels
+from envkit.errors import ConfigError
 
 KINDS = ["container", "image", "volume"]
 ACTIONS = ["create", "start", "die", "destroy", "tag", "load", "pull", "push"]
@@ -31,7 +33,7 @@ class EventLog:
     """Every container, image and volume event of ``ACTIONS`` since :meth:`start`."""
 
     def __init__(self) -> None:
-        self._client = docker.APIClient(version="auto")
+        self._client = docker_api_client()
         self._seen: list[dict[str, Any]] = []
         self._arrived = threading.Condition()
         self._stream: Any = None
@@ -129,8 +131,8 @@ def start() -> EventLog | None:
     """Start this process's log; None where no daemon answers (a test that asks fails then)."""
     if not _ACTIVE:
         try:
-            docker.APIClient(version="auto").close()
-        except docker.errors.DockerException:
+            docker_api_client().close()
+        except (docker.errors.DockerException, ConfigError):  # no engine, or a broken context
             return None
         the_log = EventLog()
         the_log.start()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import engine_client
 import psutil
 import pytest
 from conftest import Project
@@ -200,7 +201,7 @@ exec httpd -f -p 8000 -h /srv/www
 INNER_HELPERS = '''
 import urllib.request
 
-import docker
+from engine_client import docker_api_client
 
 STACK_LABEL = "envkit.stack"
 
@@ -213,13 +214,13 @@ def get(stack, service, port, path):
 
 def containers(stack):
     """This stack's containers by service, inspected."""
-    client = docker.APIClient(version="auto")
+    client = docker_api_client()
     found = client.containers(all=True, filters={"label": f"{STACK_LABEL}={stack.stack}"})
     return {c["Labels"]["envkit.service"]: client.inspect_container(c["Id"]) for c in found}
 
 
 def volumes(stack):
-    client = docker.APIClient(version="auto")
+    client = docker_api_client()
     return client.volumes(filters={"label": f"{STACK_LABEL}={stack.stack}"}).get("Volumes") or []
 '''
 
@@ -293,7 +294,7 @@ INNER_CONFTEST = """
 import json
 from pathlib import Path
 
-import docker
+from engine_client import docker_api_client
 
 LABEL = {label!r}
 
@@ -301,7 +302,7 @@ LABEL = {label!r}
 def pytest_unconfigure(config):
     if hasattr(config, "workerinput"):
         return
-    client = docker.APIClient(version="auto")
+    client = docker_api_client()
     left = {{
         "containers": sorted(c["Names"][0] for c in client.containers(all=True, filters={{"label": LABEL}})),
         "networks": sorted(n["Name"] for n in client.networks(filters={{"label": LABEL}})),
@@ -351,6 +352,7 @@ def write_project(project: Project, db_port: int, app_port: int) -> None:
     project.write(".dockerignore", "*\n!docker/\n")
     project.write("pytest.ini", "[pytest]\n")
     project.write("inner_helpers.py", INNER_HELPERS)
+    project.write("engine_client.py", engine_client.FILE.read_text())  # the tests' docker-py client
     project.write(
         "test_app.py", textwrap.dedent(INNER_APP.replace("__FIXED_PORTS__", f"{db_port}, {app_port}"))
     )

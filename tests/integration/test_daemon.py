@@ -1,7 +1,11 @@
-"""How envkit reaches the daemon: the fast local-socket reads, docker-py elsewhere, and failures."""
+"""How envkit reaches the daemon: the fast local-socket reads, docker-py elsewhere, and failures.
+
+The engine is the tests' (tests/engine_client.py): the proxies here forward to it, and a test
+that needs it on a local Unix socket skips on another."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -9,15 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Project
+from engine_client import EngineFacts, engine_connector, engine_endpoint
 
 from envkit.config.find import load
 from envkit.docker.engine import Daemon
-from envkit.docker.transport import DEFAULT_SOCKET
 from envkit.errors import DockerUnavailable
 from envkit.images.build import ensure
 
@@ -31,8 +35,9 @@ def one_image(project: Project) -> None:
     project.write("images/app/main.sh", "echo hi\n")
 
 
-def test_a_no_op_build_never_imports_docker_py(project: Project) -> None:
+def test_a_no_op_build_never_imports_docker_py(project: Project, engine_facts: EngineFacts) -> None:
     """The no-op path reads the daemon over its socket: docker-py's import cost is not paid."""
+    engine_facts.require("envkit speaks HTTP itself only on a local socket", local_socket=True)
     one_image(project)
     project.cli("build", "--quiet", check=True)
     script = (
@@ -57,11 +62,17 @@ def test_a_no_op_build_never_imports_docker_py(project: Project) -> None:
     assert [r["status"] for r in built] == ["cached"]  # the build above made the new key's image
 
 
-@pytest.fixture
-def tcp_proxy() -> Iterator[str]:
-    """tcp://127.0.0.1:<engine-assigned port> forwarding to the local daemon's socket."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
+def upstream() -> Callable[[], socket.socket]:
+    """Opens a connection to the tests' engine; skips where a proxy cannot forward its bytes."""
+    connector = engine_connector()
+    if connector is None:
+        pytest.skip(f"the engine at {engine_endpoint().host} is behind TLS or SSH: no byte proxy to it")
+    return connector
+
+
+@contextlib.contextmanager
+def forwarding(server: socket.socket, connect: Callable[[], socket.socket]) -> Iterator[None]:
+    """Every connection to the listening ``server`` forwarded to a new ``connect()``."""
     server.listen(16)
     stop = threading.Event()
 
@@ -84,17 +95,50 @@ def tcp_proxy() -> Iterator[str]:
                 continue
             except OSError:
                 return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(DEFAULT_SOCKET)
-            for a, b in ((client, upstream), (upstream, client)):
+            try:
+                engine = connect()
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, engine), (engine, client)):
                 threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(5)
-    server.close()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+@pytest.fixture
+def tcp_proxy() -> Iterator[str]:
+    """tcp://127.0.0.1:<engine-assigned port> forwarding to the tests' engine."""
+    connect = upstream()
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    with forwarding(server, connect):
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.fixture
+def engine_elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """Another path to the tests' engine, a Unix socket: a link to the engine's own socket, else a
+    proxy to it. Unlinking the path leaves nothing there."""
+    link = tmp_path / "elsewhere" / "engine.sock"
+    link.parent.mkdir()
+    path = engine_endpoint().socket_path
+    if path is not None:
+        link.symlink_to(path)
+        yield link
+        return
+    connect = upstream()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(link))
+    with forwarding(server, connect):
+        yield link
 
 
 def test_a_daemon_not_on_a_local_socket_goes_through_docker_py(project: Project, tcp_proxy: str) -> None:
@@ -178,9 +222,9 @@ def test_the_platform_is_asked_once_per_daemon_and_remembered(
     assert second.platform == platform
     assert asked == ["/version"]  # answered from the cache
 
-    # A cache entry made for another daemon (another Server header) is not used.
+    # A cache entry made for another daemon (another Server header: endpoint|server|api) is not used.
     (tmp_path / "cache" / "envkit" / "daemons.json").write_text(
-        json.dumps({k.replace("Docker/", "Docker/0.0-other-"): "linux/other" for k in cached})
+        json.dumps({k.replace("|", "|0.0-other-", 1): "linux/other" for k in cached})
     )
     third = Daemon(environ)
     assert third.platform == platform
@@ -189,15 +233,13 @@ def test_the_platform_is_asked_once_per_daemon_and_remembered(
 
 @pytest.mark.parametrize("how", ["current-context", "DOCKER_CONTEXT"])
 def test_a_docker_context_chooses_the_engine_and_status_says_so(
-    project: Project, tmp_path: Path, how: str
+    project: Project, tmp_path: Path, how: str, engine_elsewhere: Path
 ) -> None:
-    """A context whose endpoint is another path to the real socket: envkit builds through it, and
+    """A context whose endpoint is another path to the real engine: envkit builds through it, and
     `envkit status` names the engine and why it was chosen."""
     import hashlib
 
-    link = tmp_path / "elsewhere" / "engine.sock"
-    link.parent.mkdir()
-    link.symlink_to(DEFAULT_SOCKET)
+    link = engine_elsewhere
     config_dir = tmp_path / "docker-config"
     meta = config_dir / "contexts" / "meta" / hashlib.sha256(b"elsewhere").hexdigest()
     meta.mkdir(parents=True)

@@ -34,12 +34,14 @@ import collections
 import json
 import os
 import re
+import shutil
 import textwrap
 import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
 
+import engine_client
 import pytest
 
 from envkit.docker import labels
@@ -96,7 +98,7 @@ import json
 import os
 from pathlib import Path
 
-import docker
+from engine_client import docker_api_client
 
 HERE = Path(__file__).parent
 LABEL = {label!r}
@@ -105,7 +107,7 @@ LABEL = {label!r}
 def pytest_unconfigure(config):
     if hasattr(config, "workerinput"):
         return
-    client = docker.APIClient(version="auto")
+    client = docker_api_client()
     holders = HERE / ".envkit" / "holders"
     state = {{
         "containers": sorted(c["Names"][0] for c in client.containers(all=True, filters={{"label": LABEL}})),
@@ -183,6 +185,7 @@ def inner(stack_project: StackProject, pytester: pytest.Pytester, monkeypatch: p
     sp.write_stack(SERVICES)
     (sp.root / "pytest.ini").write_text("[pytest]\n")
     (sp.root / "inner_helpers.py").write_text(HELPERS)
+    shutil.copyfile(engine_client.FILE, sp.root / "engine_client.py")  # the tests' docker-py client
     (sp.root / "conftest.py").write_text(CONFTEST.format(label=sp.label))
     monkeypatch.chdir(sp.root)
     # The outer session may itself run under xdist: its worker's variables are not the inner run's.
@@ -545,13 +548,13 @@ LAZY = """
     import pytest
     from inner_helpers import use
 
-    import docker
+    from engine_client import docker_api_client
 
     pytestmark = pytest.mark.services("cache")
 
     # Collected first, so it runs first: the session has started nothing yet.
     def test_a_runs_before_anything_started():
-        client = docker.APIClient(version="auto")
+        client = docker_api_client()
         assert client.containers(all=True, filters={{"label": "{label}"}}) == []
         holders = Path(".envkit", "holders")
         assert not holders.exists() or not list(holders.iterdir())
