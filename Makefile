@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps test lint e2e bench dist clean
+.PHONY: setup system-deps test test-engines lint e2e bench dist clean
 
 setup: system-deps $(STAMP)
 
@@ -31,6 +31,15 @@ system-deps:
 
 test: setup
 	$(BIN)/pytest -n auto
+
+# The engine matrix (tests/engines/run.py): the integration tiers that exercise engine
+# differences, run inside Debian's Docker 26.1 (classic and containerd image stores) and
+# Podman 5.4, each a container on this machine's engine. ENGINES=containerd runs one.
+ENGINES ?=
+test-engines: setup
+	$(BIN)/python tests/engines/run.py $(foreach e,$(subst $(comma), ,$(ENGINES)),--engine $(e))
+
+comma := ,
 
 lint: setup
 	$(BIN)/invoke lint

@@ -381,7 +381,14 @@ class _Scheduler:
             self.make(parent)  # a parent left out, now that its child is built after all
         self.progress.note(name, f"building ({result.builder})", State.WORKING)
         image_id = _make(self.plan, self.daemon, result, progress=self.progress, settings=self.settings)
-        self.daemon.tag(image_id, result.tag)
+        try:
+            self.daemon.tag(image_id, result.tag)
+        except BaseException:  # the image exists, untagged: it must not stay behind
+            from envkit.images.classic import discard
+
+            made = {labels.PROJECT: self.plan.config.name, labels.IMAGE: name, labels.KEY: result.key}
+            discard(self.daemon, image_id, made)
+            raise
         result.status = "built"
 
     def _push_all(self, jobs: int) -> None:
