@@ -287,6 +287,12 @@ def status(c: Context, json: bool = False) -> None:
     engine = info["engine"]
     print(f"stack {info['stack']}: {'running' if info['running'] else 'not running'} ({info['state_dir']})")
     print(f"engine: {engine['host']} (from {engine['source']})")
+    if engine.get("store"):
+        product = "Podman" if engine["product"] == "podman" else "Docker Engine"
+        store = {"classic": "classic image store", "containerd": "containerd image store"}
+        print(
+            f"  {product} {engine['version']}, API {engine['api_version']}, {store.get(engine['store'], engine['store'])}"
+        )
     remote = info["cache"]
     if remote:
         pushing = "; builds push to it (ENVKIT_CACHE_PUSH)" if remote["push"] else ""

@@ -78,7 +78,7 @@ def status(
         "stack": config.id,
         "project": config.name,
         "state_dir": str(config.state_dir),
-        "engine": daemon.endpoint.to_json(),
+        "engine": {**daemon.endpoint.to_json(), **daemon.engine.to_json()},
         "running": any(c.running for c in containers.values()),  # not a stack of exited containers
         "up_for": round(now - state.created, 1) if state else None,
         "network": state.network if state else None,

@@ -160,3 +160,21 @@ def test_an_image_envkit_writes_is_named_by_its_bytes(
             [entry] = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
             raw = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
         assert found["Id"] == archive.image_id(raw)
+
+
+def test_status_names_the_engine_and_its_store(project: Project) -> None:
+    project.write(
+        "envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[services.none]\nimage = "{project.base}"\n'
+    )
+    daemon = Daemon()
+    try:
+        engine = daemon.engine
+    finally:
+        daemon.close()
+    reported = json.loads(project.cli("status", "--json", check=True).stdout)["engine"]
+    assert {k: reported[k] for k in ("product", "version", "api_version", "store")} == engine.to_json()
+    text = project.cli("status", check=True).stdout
+    assert f"{engine.version}, API {engine.api_version}" in text
+    matrix = os.environ.get("ENVKIT_TEST_ENGINE")
+    if matrix is not None:
+        assert (reported["product"], reported["store"]) == EXPECTED[matrix]
