@@ -56,6 +56,8 @@ class Engine:
     name: str
     image: str  # an image of tests/engines/envkit.toml
     env: tuple[str, ...] = ()
+    # tiers left out on this engine, and why (run them anyway with --all-tiers)
+    left_out: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         return {
@@ -68,7 +70,22 @@ class Engine:
 ENGINES = {
     "classic": Engine("classic", "docker", ("ENVKIT_ENGINE_STORE=classic",)),
     "containerd": Engine("containerd", "docker", ("ENVKIT_ENGINE_STORE=containerd",)),
-    "podman": Engine("podman", "podman"),
+    "podman": Engine(
+        "podman",
+        "podman",
+        left_out=(
+            (
+                "tests/integration/test_remote_cache.py",
+                "Podman pushes to a plain-HTTP registry only if registries.conf names it insecure, "
+                "and the tests' registry listens on a port chosen per run",
+            ),
+            (
+                "tests/integration/test_shared_stack.py",
+                "open work: on Podman some stacks' containers outlive their teardown and "
+                "PortBindings reports the chosen port",
+            ),
+        ),
+    ),
 }
 
 # What a dockerd or podman needs inside a container of this machine's engine (which lacks
@@ -170,6 +187,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", action="append", choices=sorted(ENGINES), help="repeatable; default: all")
     parser.add_argument("--tier", action="append", help="a test path to run (repeatable); default: the tiers")
+    parser.add_argument("--all-tiers", action="store_true", help="also the tiers an engine leaves out")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     options = parser.parse_args(argv)
     if not (VENV / "bin" / "python").exists():
@@ -183,8 +201,11 @@ def main(argv: Sequence[str]) -> int:
     for name in names:
         engine = ENGINES[name]
         started = time.monotonic()
+        left_out = {} if options.all_tiers or options.tier else dict(engine.left_out)
+        for tier, why in left_out.items():
+            say(f"{name}: {tier} left out: {why}")
         with running(engine, images[engine.image], run_id) as container:
-            code = run_tiers(engine, container, tiers, options.pytest_args)
+            code = run_tiers(engine, container, [t for t in tiers if t not in left_out], options.pytest_args)
         results[name] = (code, time.monotonic() - started)
     say("summary")
     for name, (code, seconds) in results.items():

@@ -209,8 +209,16 @@ class Events:
 
 
 def test_an_assembled_build_starts_no_container_and_calls_no_builder(
-    project: Project, docker_client: docker.APIClient, monkeypatch: pytest.MonkeyPatch
+    project: Project,
+    docker_client: docker.APIClient,
+    monkeypatch: pytest.MonkeyPatch,
+    engine_facts: EngineFacts,
 ) -> None:
+    engine_facts.require(
+        "the test reads the engine's event stream up to a labelled volume's create event, "
+        "which Podman's Docker-compatible events do not deliver",
+        podman=False,
+    )
     # a base of this test's own: any container made from it (a builder's step) is this test's
     base = import_busybox(docker_client, f"envkit-test/{project.stack}", "base", project.stack)
     base_id = docker_client.inspect_image(base)["Id"]
