@@ -73,9 +73,7 @@ class EventLog:
         try:
             deadline = time.monotonic() + PATIENCE
             with self._arrived:
-                while not any(
-                    e.get("Type") == "volume" and (e.get("Actor") or {}).get("ID") == name for e in self._seen
-                ):
+                while not any(e.get("Type") == "volume" and _actor_name(e) == name for e in self._seen):
                     if self._thread is None or not self._thread.is_alive():
                         raise AssertionError(f"the daemon's event stream ended: {self._failure!r}")
                     left = deadline - time.monotonic()
@@ -116,6 +114,13 @@ class EventLog:
                 continue
             out.append(event)
         return out
+
+
+def _actor_name(event: dict[str, Any]) -> str:
+    """The name of what an event is about: Docker names a volume by the actor's ID, Podman by
+    its ``name`` attribute (and leaves the ID empty)."""
+    actor = event.get("Actor") or {}
+    return str(actor.get("ID") or (actor.get("Attributes") or {}).get("name") or "")
 
 
 _ACTIVE: list[EventLog] = []  # this process's log, once started
