@@ -289,10 +289,9 @@ def status(c: Context, json: bool = False) -> None:
     print(f"engine: {engine['host']} (from {engine['source']})")
     if engine.get("store"):
         product = "Podman" if engine["product"] == "podman" else "Docker Engine"
-        store = {"classic": "classic image store", "containerd": "containerd image store"}
-        print(
-            f"  {product} {engine['version']}, API {engine['api_version']}, {store.get(engine['store'], engine['store'])}"
-        )
+        stores = {"classic": "classic image store", "containerd": "containerd image store"}
+        store = stores.get(engine["store"], engine["store"])
+        print(f"  {product} {engine['version']}, API {engine['api_version']}, {store}")
     remote = info["cache"]
     if remote:
         pushing = "; builds push to it (ENVKIT_CACHE_PUSH)" if remote["push"] else ""

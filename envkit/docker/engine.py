@@ -39,7 +39,14 @@ from envkit.docker.transport import (
     discover,
     registry_auth,
 )
-from envkit.errors import DaemonError, DockerUnavailable, EngineStreamError, StateError, daemon_error
+from envkit.errors import (
+    DaemonError,
+    DockerUnavailable,
+    EngineConflict,
+    EngineStreamError,
+    StateError,
+    daemon_error,
+)
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 
 CONNECT_TIMEOUT = 2.0  # seconds for the first answer: a missing engine is reported at once
@@ -673,7 +680,14 @@ class Daemon(_Registries):
         self._json("POST", f"/containers/{_path(cid)}/start")
 
     def remove_container(self, cid: str) -> None:
-        """``docker rm --force --volumes``; one that is already gone is no error."""
+        """``docker rm --force --volumes``; one that is already gone is no error.
+
+        Docker kills a running container it is forced to remove; Podman first stops it
+        gracefully, waiting out its stop timeout (10 s by default): so on Podman it is killed
+        first (one that is not running, or gone, is no error)."""
+        if self.podman:
+            with contextlib.suppress(EngineConflict):
+                self._json("POST", f"/containers/{_path(cid)}/kill", {"signal": "KILL"}, missing_ok=True)
         self._json("DELETE", f"/containers/{_path(cid)}", {"force": "1", "v": "1"}, missing_ok=True)
 
     @_answer_shape

@@ -79,11 +79,6 @@ ENGINES = {
                 "Podman pushes to a plain-HTTP registry only if registries.conf names it insecure, "
                 "and the tests' registry listens on a port chosen per run",
             ),
-            (
-                "tests/integration/test_shared_stack.py",
-                "open work: on Podman some stacks' containers outlive their teardown and "
-                "PortBindings reports the chosen port",
-            ),
         ),
     ),
 }
