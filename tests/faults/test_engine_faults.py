@@ -82,7 +82,7 @@ def test_a_build_that_hangs_is_stuck_after_the_stall_bound(
     [
         (r"^GET /_ping", "refuse", "status", ["does not answer"]),
         (r"^GET /_ping", "hang", "status", ["does not answer"]),
-        (r"^GET /images/json", "garbage", "build", ["not JSON"]),
+        (r"^GET /images/[^/]+/json", "garbage", "build", ["not JSON"]),
         (r"^GET /containers/json", "shape", "status", ["not what the Engine API says"]),
         (r"^GET /containers/json", "error", "status", ["answered 500", "the engine is broken"]),
         (r"^POST /images/.*/tag", "error", "build", ["answered 500"]),

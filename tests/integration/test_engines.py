@@ -178,3 +178,51 @@ def test_status_names_the_engine_and_its_store(project: Project) -> None:
     matrix = os.environ.get("ENVKIT_TEST_ENGINE")
     if matrix is not None:
         assert (reported["product"], reported["store"]) == EXPECTED[matrix]
+
+
+UNREADABLE = """
+import sys
+from envkit.images import facts
+
+def unreadable(self, daemon, image_id, *, stall):
+    raise facts.UnreadableImage(image_id, "has no manifest.json or index.json")
+
+facts.FactsCache.get = unreadable
+from envkit.cli import main
+sys.argv = ["envkit", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("flag", ["--json", "--explain"])
+def test_a_base_whose_save_cannot_be_read_goes_to_the_classic_builder_and_says_why(
+    project: Project, docker_client: docker.APIClient, tmp_path: Path, flag: str
+) -> None:
+    """The base's ``docker save`` is not laid out as any engine writes it: no traceback, the
+    classic builder builds the image, and --json (builder_reason) and --explain say why."""
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
+    project.write("images/app/Dockerfile", f"FROM {project.base}\nCOPY a.txt /a.txt\n")
+    project.write("images/app/a.txt", "a")
+    env = {**project.env(), "XDG_CACHE_HOME": str(tmp_path / "fresh-cache")}
+    proc = subprocess.run(
+        [sys.executable, "-c", UNREADABLE, "build", flag],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    why = "cannot be read: docker save of sha256:"
+    if flag == "--json":
+        [built] = json.loads(proc.stdout)
+        assert (built["status"], built["builder"]) == ("built", "classic"), built
+        assert (
+            why in built["builder_reason"] and "has no manifest.json or index.json" in built["builder_reason"]
+        )
+    else:
+        assert "made by the classic builder: " in proc.stdout, proc.stdout
+        assert why in proc.stdout and "has no manifest.json or index.json" in proc.stdout, proc.stdout
+    tag = json.loads(project.cli("build", "--json", check=True).stdout)[0]["tag"]
+    assert docker_client.inspect_image(tag)["Config"]["Labels"][labels.BUILDER] == "classic"
