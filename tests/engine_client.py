@@ -118,8 +118,8 @@ class EngineFacts:
     ``image_store``
         ``"containerd"`` when the engine keeps images in containerd's store (GET /info
         ``DriverStatus`` has ``driver-type: io.containerd.snapshotter.v1``): an image ID is the
-        digest of its manifest or index. Else ``"classic"`` (Docker's graph drivers, and
-        Podman's containers/storage): an image ID is the digest of its config.
+        digest of its manifest or index; ``"containers-storage"`` on Podman and ``"classic"``
+        (Docker's graph drivers) otherwise: an image ID is the digest of its config.
     ``podman``
         The engine is Podman's Docker-compatible service (GET /version ``Components``).
     ``endpoint``
@@ -141,9 +141,13 @@ class EngineFacts:
         info = client.info()
         version = client.version()
         status = [list(pair) for pair in info.get("DriverStatus") or []]
-        self.image_store = "containerd" if CONTAINERD_SNAPSHOTTER in status else "classic"
         components = [str(c.get("Name", "")) for c in version.get("Components") or []]
         self.podman = any("podman" in name.lower() for name in components)
+        # the names envkit's EngineInfo gives: Podman keeps images in containers-storage
+        if self.podman:
+            self.image_store = "containers-storage"
+        else:
+            self.image_store = "containerd" if CONTAINERD_SNAPSHOTTER in status else "classic"
         self.server_version = str(version.get("Version", ""))  # for messages only: never compare it
         self.api_version = str(version.get("ApiVersion", ""))
 
@@ -158,7 +162,7 @@ class EngineFacts:
     @property
     def image_id_is_config_digest(self) -> bool:
         """An image's ID is the sha256 of its config bytes (not of a manifest or index)."""
-        return self.image_store == "classic"
+        return self.image_store in ("classic", "containers-storage")
 
     @functools.cached_property
     def save_writes_oci_layout(self) -> bool:
@@ -169,7 +173,7 @@ class EngineFacts:
 
     def describe(self) -> str:
         kind = "Podman" if self.podman else "Docker"
-        return f"{kind} {self.server_version} (API {self.api_version}), {self.image_store} image store"
+        return f"{kind} {self.server_version} (API {self.api_version}), image store: {self.image_store}"
 
     def require(self, reason: str, **wanted: object) -> None:
         """Skip the calling test unless every named fact has the wanted value, e.g.

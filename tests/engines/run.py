@@ -40,7 +40,8 @@ VENV = ROOT / ".venv"
 
 # The tiers that exercise what differs between engines: image archives and IDs (assembler,
 # recipe), the classic builder and keys (build), registries (remote cache), and running
-# containers, health checks and teardown (the shared stack).
+# containers, health checks and teardown (the shared stack), what a killed build leaves (gc), the
+# connection and its time bounds (daemon), and what envkit must do the same on every engine.
 TIERS = (
     "tests/integration/test_assembler.py",
     "tests/integration/test_build.py",
@@ -48,6 +49,8 @@ TIERS = (
     "tests/integration/test_remote_cache.py",
     "tests/integration/test_shared_stack.py",
     "tests/integration/test_engines.py",
+    "tests/integration/test_gc_leftovers.py",
+    "tests/integration/test_daemon.py",
 )
 
 

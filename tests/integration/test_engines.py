@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 import tarfile
+import textwrap
+import time
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
 from conftest import Project, import_busybox
+from engine_client import EngineFacts
 
 import envkit.images.build
 from envkit.config.find import load
@@ -94,74 +96,6 @@ def test_an_assembled_image_on_an_imported_base_reads_the_base_from_the_engine(
         docker_client.remove_container(container, force=True, v=True)
 
 
-def test_a_refused_load_leaves_no_image(
-    project: Project, docker_client: docker.APIClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The engine refuses an archive whose new layer is not the one its manifest names: the build
-    fails naming the refusal, and no image of the stack is left, tagged or not."""
-    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
-    project.write("images/app/Dockerfile", f"FROM {project.base}\nCOPY a.txt /a.txt\n")
-    project.write("images/app/a.txt", "a")
-    written = archive.write_archive
-
-    def corrupt(out: Any, raw_config: bytes, layers: Any, new_layers: Any) -> bytes:
-        bad = {}
-        for digest, path in new_layers.items():
-            other = path.with_name(path.name + ".bad")
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w") as tar:
-                info = tarfile.TarInfo("not-what-the-config-says.txt")
-                tar.addfile(info, io.BytesIO(b""))
-            other.write_bytes(buffer.getvalue())
-            bad[digest] = other
-        return written(out, raw_config, layers, bad)
-
-    monkeypatch.setattr(archive, "write_archive", corrupt)
-    daemon = Daemon()
-    try:
-        with pytest.raises(BuildError) as caught:
-            envkit.images.build.ensure(load(project.root), daemon)
-    finally:
-        daemon.close()
-    assert "docker load of the image envkit wrote was refused" in str(caught.value)
-    assert stack_images(docker_client, project.stack) == []
-
-
-def test_an_image_envkit_writes_is_named_by_its_bytes(
-    project: Project, docker_client: docker.APIClient
-) -> None:
-    """The ID of an assembled image is the digest of the config envkit wrote (Docker's classic
-    store, Podman) or of the manifest (the containerd store): both functions of its inputs."""
-    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.tiny]\n')
-    project.write("images/tiny/Dockerfile", "FROM scratch\nCOPY a.txt /\n")
-    project.write("images/tiny/a.txt", "a")
-    [built] = json.loads(project.cli("build", "--json", check=True).stdout)
-    found = docker_client.inspect_image(built["tag"])
-    config = found["Config"]
-    assert config["Labels"][labels.KEY] == built["key"]
-    daemon = Daemon()
-    try:
-        store = daemon.engine.store
-    finally:
-        daemon.close()
-    saved = b"".join(docker_client.get_image(built["tag"]))
-    with tarfile.open(fileobj=io.BytesIO(saved)) as tar:
-        names = tar.getnames()
-        if "index.json" in names:
-            index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
-            manifest_digest = index["manifests"][0]["digest"]
-        else:
-            manifest_digest = None
-    if store == "containerd":
-        assert found["Id"] == manifest_digest
-    else:
-        # the config's digest, whatever layout the engine saves in
-        with tarfile.open(fileobj=io.BytesIO(saved)) as tar:
-            [entry] = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-            raw = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
-        assert found["Id"] == archive.image_id(raw)
-
-
 def test_status_names_the_engine_and_its_store(project: Project) -> None:
     project.write(
         "envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[services.none]\nimage = "{project.base}"\n'
@@ -180,49 +114,176 @@ def test_status_names_the_engine_and_its_store(project: Project) -> None:
         assert (reported["product"], reported["store"]) == EXPECTED[matrix]
 
 
-UNREADABLE = """
-import sys
-from envkit.images import facts
+# A parent whose `docker save` cannot be read goes to the classic builder, and --json
+# (builder_reason) and --explain say why; never a traceback. The save is the engine's own, cut
+# short on its way to envkit.
+CUT_SAVE = textwrap.dedent(
+    """
+    import sys
+    from envkit.docker.engine import Daemon
 
-def unreadable(self, daemon, image_id, *, stall):
-    raise facts.UnreadableImage(image_id, "has no manifest.json or index.json")
+    real = Daemon.save
 
-facts.FactsCache.get = unreadable
-from envkit.cli import main
-sys.argv = ["envkit", *sys.argv[1:]]
-main()
-"""
+    def cut(self, image, *, stall):
+        data = b"".join(real(self, image, stall=stall))
+        yield data[: len(data) // 2 + 100]  # inside a member, off any 512-byte block
+
+    Daemon.save = cut
+    sys.argv[0] = "envkit"
+    from envkit.cli import main
+
+    main()
+    """
+)
 
 
-@pytest.mark.parametrize("flag", ["--json", "--explain"])
-def test_a_base_whose_save_cannot_be_read_goes_to_the_classic_builder_and_says_why(
-    project: Project, docker_client: docker.APIClient, tmp_path: Path, flag: str
+def test_a_parent_whose_save_cannot_be_read_goes_to_the_classic_builder_and_says_why(
+    project: Project, docker_client: docker.APIClient, tmp_path: Path
 ) -> None:
-    """The base's ``docker save`` is not laid out as any engine writes it: no traceback, the
-    classic builder builds the image, and --json (builder_reason) and --explain say why."""
+    base = import_busybox(docker_client, f"envkit-test/{project.stack}", "base", project.stack)
     project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
-    project.write("images/app/Dockerfile", f"FROM {project.base}\nCOPY a.txt /a.txt\n")
+    project.write("images/app/Dockerfile", f"FROM {base}\nCOPY a.txt /srv/\n")
     project.write("images/app/a.txt", "a")
+    wrapper = tmp_path / "envkit_cut_save.py"
+    wrapper.write_text(CUT_SAVE)
+    # a cache of its own: the base's facts are read from its save, not remembered
     env = {**project.env(), "XDG_CACHE_HOME": str(tmp_path / "fresh-cache")}
-    proc = subprocess.run(
-        [sys.executable, "-c", UNREADABLE, "build", flag],
-        cwd=project.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    why = "cannot be read: docker save of sha256:"
-    if flag == "--json":
-        [built] = json.loads(proc.stdout)
-        assert (built["status"], built["builder"]) == ("built", "classic"), built
-        assert (
-            why in built["builder_reason"] and "has no manifest.json or index.json" in built["builder_reason"]
+
+    def envkit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(wrapper), *args],
+            cwd=project.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
-    else:
-        assert "made by the classic builder: " in proc.stdout, proc.stdout
-        assert why in proc.stdout and "has no manifest.json or index.json" in proc.stdout, proc.stdout
-    tag = json.loads(project.cli("build", "--json", check=True).stdout)[0]["tag"]
-    assert docker_client.inspect_image(tag)["Config"]["Labels"][labels.BUILDER] == "classic"
+
+    proc = envkit("build", "--json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    [built] = json.loads(proc.stdout)
+    assert (built["builder"], built["status"]) == ("classic", "built"), built
+    assert f"its base {base} cannot be read" in built["builder_reason"], built
+    assert "docker save of" in built["builder_reason"], built  # the reader's own reason follows
+    found = docker_client.inspect_image(built["tag"])
+    assert found["Config"]["Labels"][labels.BUILDER] == "classic"
+    # --explain says it as well, also once the image is cached
+    explained = envkit("build", "--explain")
+    assert explained.returncode == 0 and "Traceback" not in explained.stderr, explained.stderr
+    why = f"made by the classic builder: its base {base} cannot be read"
+    assert why in explained.stdout, explained.stdout
+
+
+# The archive's new layer is replaced by another tar, so the engine refuses it; whatever the
+# refusal leaves, no image of the stack stays, tagged or not.
+def test_a_refused_load_leaves_no_image(
+    project: Project, docker_client: docker.APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = archive.load
+
+    def corrupt(daemon, image, raw_config, *, new_layers, **kwargs):  # type: ignore[no-untyped-def]
+        bad = {}
+        for digest, path in new_layers.items():
+            other = path.with_name(path.name + ".bad")
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                tar.addfile(tarfile.TarInfo("not-what-the-config-says.txt"), io.BytesIO(b""))
+            other.write_bytes(buffer.getvalue())
+            bad[digest] = other
+        return real(daemon, image, raw_config, new_layers=bad, **kwargs)
+
+    monkeypatch.setattr(archive, "load", corrupt)
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
+    project.write("images/app/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n")
+    project.write("images/app/a.txt", "a")
+    daemon = Daemon()
+    try:
+        with pytest.raises(BuildError) as caught:
+            envkit.images.build.ensure(load(project.root), daemon)
+    finally:
+        daemon.close()
+    assert "docker load of the image envkit wrote was refused" in str(caught.value)
+    left = docker_client.images(all=True, filters={"label": f"{labels.PROJECT}={project.stack}"})
+    assert [i["Id"] for i in left] == []
+
+
+# A fixed project (one image on a fixed external base, one FROM
+# scratch) has the same keys on every engine and image store, whatever the base's local ID (it is
+# imported twice, a second apart: another ID each time, on every store), and the image envkit
+# writes has the same ID on every store of one kind (the config's digest on Docker's classic store
+# and Podman, the manifest's on the containerd store). Measured on Docker 26.1 (both stores) and
+# Podman 5.4, linux/amd64. A change of these values changes every user's keys: bump KEY_SCHEMA.
+GOLDEN_KEYS = {
+    "app": "557f82a2cb2534d1732e1010d9f6a8fe2fc84d32ab408a0368d9fa3a2a870c37",
+    "tiny": "95fe6507aca17e9d0c0e4371cbbf24e9eaf8087035c9265decd65c8fdc6426ce",
+}
+GOLDEN_TINY_ID = {
+    "config": "sha256:eb7555848bc72b64305c962a231e47c3c3972b7ef6294c9b4697673b7cad0d30",
+    "manifest": "sha256:73a4a9ee10f4ed7b354ebf8c2863c79110de22042117ca45ce912514901c2d93",
+}
+GOLDEN_STACK = "envkit-golden"
+GOLDEN_BASE = "envkit-test/golden-base:1"
+
+
+def _fixed_rootfs() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("etc/hello")
+        info.size, info.mode, info.mtime = 6, 0o644, 0
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    return buffer.getvalue()
+
+
+def _remove_golden(client: docker.APIClient) -> None:
+    for stack in (GOLDEN_STACK, f"{GOLDEN_STACK}-base"):
+        for image in client.images(filters={"label": f"{labels.PROJECT}={stack}"}):
+            client.remove_image(image["Id"], force=True)
+
+
+def test_the_same_inputs_give_the_same_keys_and_ids_on_every_engine(
+    project: Project, docker_client: docker.APIClient, engine_facts: EngineFacts
+) -> None:
+
+    daemon = Daemon()
+    try:
+        platform = daemon.platform
+    finally:
+        daemon.close()
+    if platform != "linux/amd64":
+        pytest.skip(f"the golden values are linux/amd64's; the engine builds for {platform}")
+    project.write("envkit.toml", f'[stack]\nname = "{GOLDEN_STACK}"\n\n[images.app]\n[images.tiny]\n')
+    project.write("images/app/Dockerfile", f"FROM {GOLDEN_BASE}\nCOPY a.txt /srv/\nENV A=1\n")
+    project.write("images/app/a.txt", "a")
+    project.write("images/tiny/Dockerfile", "FROM scratch\nCOPY a.txt /\n")
+    project.write("images/tiny/a.txt", "a")
+    _remove_golden(docker_client)
+    try:
+        runs = []
+        for _ in range(2):
+            docker_client.import_image_from_data(
+                _fixed_rootfs(),
+                repository=GOLDEN_BASE.split(":", maxsplit=1)[0],
+                tag=GOLDEN_BASE.split(":")[1],
+                changes=[f"LABEL {labels.PROJECT}={GOLDEN_STACK}-base", "ENV PATH=/bin", 'CMD ["sh"]'],
+            )
+            base_id = docker_client.inspect_image(GOLDEN_BASE)["Id"]
+            # the keys first, as planned (before any build): what identifies the base
+            daemon = Daemon()
+            try:
+                the_plan = envkit.images.build.plan(load(project.root), daemon)
+            finally:
+                daemon.close()
+            assert {n: the_plan.inputs[n].key for n in the_plan.order} == GOLDEN_KEYS
+            built = {d["image"]: d for d in json.loads(project.cli("build", "--json", check=True).stdout)}
+            tiny_id = docker_client.inspect_image(built["tiny"]["tag"])["Id"]
+            runs.append((base_id, {n: d["key"] for n, d in built.items()}, tiny_id))
+            _remove_golden(docker_client)
+            time.sleep(1.1)  # the next import is another image (its Created differs)
+        (first_base, first_keys, first_tiny), (second_base, second_keys, second_tiny) = runs
+        assert first_base != second_base  # another local ID for the same content...
+        assert first_keys == second_keys == GOLDEN_KEYS  # ...and the same keys, on every engine
+        kind = "config" if engine_facts.image_id_is_config_digest else "manifest"
+        assert first_tiny == second_tiny == GOLDEN_TINY_ID[kind]
+    finally:
+        _remove_golden(docker_client)
