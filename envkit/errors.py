@@ -147,7 +147,14 @@ class EngineUnreachable(DaemonError, ConnectionError):
 
 class EngineStreamError(DaemonError):
     """A build, pull, push or load reported an error in its stream (the request itself was
-    answered: the operation failed on the engine)."""
+    answered: the operation failed on the engine). ``detail`` says which operation failed (and
+    on what); ``reason`` is the engine's own message (``detail`` when none was given)."""
+
+    def __init__(
+        self, detail: str, status: int | None = None, timed_out: bool = False, *, reason: str = ""
+    ) -> None:
+        super().__init__(detail, status, timed_out)
+        self.reason = reason or detail  # crosses a pickle in the instance's __dict__
 
 
 def daemon_error(detail: str, status: int | None = None, timed_out: bool = False) -> DaemonError:

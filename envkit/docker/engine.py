@@ -9,6 +9,11 @@ place (:meth:`Daemon._call`): an answer of 400 or more is a
 be reached or stops answering is one too, and every response is closed,
 however its reading ends. Callers never see an HTTP library's exception.
 
+The streams of builds, pulls, pushes and loads are read here, to their end (also after an
+error: no connection is left half read): callers get a result (an image ID) and, through
+callbacks, log or progress lines; an error the stream reports is an
+:class:`~envkit.errors.EngineStreamError`. No caller reads a stream's messages.
+
 Construction pings the engine and raises :class:`~envkit.errors.DockerUnavailable`
 within :data:`CONNECT_TIMEOUT` seconds when it does not answer.
 """
@@ -24,7 +29,7 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ParamSpec, TypeVar
@@ -356,7 +361,7 @@ class _Connection:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """A request whose answer is a stream of JSON messages, read to its end (or until the
         engine is silent for ``timeout`` seconds: a DaemonError)."""
         with self._call(method, path, query, body=body, headers=headers, timeout=timeout) as response:
@@ -407,8 +412,14 @@ class _Registries(_Connection):
     """What the engine does with registries for envkit: pull, push, and look up what a registry
     holds, each with the docker CLI's credentials for that registry (read once per registry)."""
 
-    def pull(self, ref: str, *, stall: float | None) -> Iterator[dict[str, Any]]:
-        """``docker pull REF``, with the docker CLI's credentials for its registry; its messages."""
+    def pull(
+        self, ref: str, *, stall: float | None, on_progress: Callable[[str], None] | None = None
+    ) -> None:
+        """``docker pull REF``, with the docker CLI's credentials for its registry, read to its
+        end; each progress message that is not a byte count goes to ``on_progress`` as a line.
+
+        A pull that fails in its stream is an :class:`~envkit.errors.EngineStreamError` naming
+        ``ref`` (its ``reason``: the engine's message), raised once the stream has ended."""
         name, sep, digest = ref.partition("@")
         repository, tag = name, ""
         if not sep and ":" in name.rsplit("/", 1)[-1]:
@@ -416,7 +427,10 @@ class _Registries(_Connection):
         query = {"fromImage": repository, "tag": digest or tag or "latest"}
         auth = self._registry_auth(ref)
         headers = {"X-Registry-Auth": auth} if auth else {}
-        yield from self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
+        messages = self._stream("POST", "/images/create", query, headers=headers, timeout=stall)
+        failure = _read_to_end(messages, _progress(on_progress))
+        if failure is not None:
+            raise EngineStreamError(f"pulling {ref} failed: {failure}", reason=failure)
 
     @_answer_shape
     def distribution(self, ref: str, *, timeout: float) -> dict[str, Any] | None:
@@ -437,21 +451,22 @@ class _Registries(_Connection):
             raise
         return None if found is None else dict(found)
 
-    def push(self, ref: str, *, stall: float | None) -> Iterator[dict[str, Any]]:
-        """``docker push REF`` (a tagged reference), with the docker CLI's credentials; its
-        progress messages. A push that fails is a DaemonError (the engine reports it in the
-        stream, not in the status: read to the end)."""
+    def push(
+        self, ref: str, *, stall: float | None, on_progress: Callable[[str], None] | None = None
+    ) -> None:
+        """``docker push REF`` (a tagged reference), with the docker CLI's credentials, read to
+        its end; each progress message that is not a byte count goes to ``on_progress``.
+
+        A push that fails is an :class:`~envkit.errors.EngineStreamError` naming ``ref`` (the
+        engine reports it in the stream, not in the status), raised once the stream has ended."""
         repository, _, tag = ref.rpartition(":")
         # The engine wants the header even without credentials: "{}" is "none".
         auth = self._registry_auth(ref) or base64.urlsafe_b64encode(b"{}").decode()
         path = f"/images/{_path(repository)}/push"
-        for message in self._stream(
-            "POST", path, {"tag": tag}, headers={"X-Registry-Auth": auth}, timeout=stall
-        ):
-            if message.get("error") or message.get("errorDetail"):
-                detail = (message.get("errorDetail") or {}).get("message") or message.get("error")
-                raise DaemonError(f"pushing {ref} failed: {detail}")
-            yield message
+        messages = self._stream("POST", path, {"tag": tag}, headers={"X-Registry-Auth": auth}, timeout=stall)
+        failure = _read_to_end(messages, _progress(on_progress))
+        if failure is not None:
+            raise EngineStreamError(f"pushing {ref} failed: {failure}", reason=failure)
 
     def _registry_auth(self, ref: str) -> str | None:
         """The ``X-Registry-Auth`` value for the registry of ``ref`` (None: no credentials), read
@@ -466,40 +481,9 @@ class _Registries(_Connection):
             return self._auths[registry]
 
 
-class Daemon(_Registries):
-    """A connection to the Docker engine (see :func:`envkit.docker.transport.discover`).
-
-    ``timeout`` bounds each call's wait for the engine; builds, pulls and
-    imports take their own bound (a stall: no output for that long).
-    """
-
-    # -- the engine itself -------------------------------------------------------------------------
-
-    def version(self) -> dict[str, Any]:
-        return dict(self._json("GET", "/version", versioned=False))
-
-    @property
-    def platform(self) -> str:
-        """The platform an image is built for unless its entry sets one (``os/arch``).
-
-        Asking ``/version`` costs more than a ping, so the answer is remembered
-        per endpoint and engine version in the user's cache.
-        """
-        if self._platform is None:
-            cache = _PlatformCache(self._cache_dir, self._environ)
-            key = f"{self.endpoint.host}|{self._server}|{self.api_version}"
-            self._platform = cache.get(key) if self._server else None
-            if self._platform is None:
-                info = self.version()
-                self._platform = f"{info.get('Os', 'linux')}/{info.get('Arch', 'amd64')}"
-                if self._server:
-                    cache.put(key, self._platform)
-        return self._platform
-
-    def close(self) -> None:
-        self._transport.close()
-
-    # -- images ------------------------------------------------------------------------------------
+class _Images(_Registries):
+    """What the engine does with images for envkit: list, inspect, tag and remove them; build,
+    save and load them (the streams of builds and loads are read here, to their end)."""
 
     @_answer_shape
     def images(self, label: str) -> list[Image]:
@@ -542,7 +526,8 @@ class Daemon(_Registries):
         self._json("POST", f"/images/{_path(image)}/tag", {"repo": repository, "tag": tag})
 
     def remove_image(self, ref: str) -> None:
-        """``docker rmi REF``; a DaemonError with status 409 when a container still uses it."""
+        """``docker rmi REF``; an :class:`~envkit.errors.EngineConflict` when a container still
+        uses it."""
         self._json("DELETE", f"/images/{_path(ref)}", missing_ok=True)
 
     def build(
@@ -555,8 +540,17 @@ class Daemon(_Registries):
         target: str | None,
         platform: str | None,
         stall: float | None,
-    ) -> Iterator[dict[str, Any]]:
-        """Run the classic builder on a tar ``context``; yields its JSON messages."""
+        on_line: Callable[[str], None] | None = None,
+        on_image: Callable[[str], None] | None = None,
+    ) -> str | None:
+        """Run the classic builder on a tar ``context`` and read its stream to the end: each
+        non-empty line of its log goes to ``on_line``, the ID of the image it made to
+        ``on_image`` as soon as the builder names it (``aux``); that ID, or None if it named none.
+
+        A build that fails in its stream is an :class:`~envkit.errors.EngineStreamError` whose
+        ``detail`` is the builder's message, raised once the stream has ended (so ``on_image``
+        may have named an image the failed build made). A stall (no message for ``stall``
+        seconds) is an :class:`~envkit.errors.EngineUnreachable` with ``timed_out`` set."""
         query: dict[str, str] = {
             "dockerfile": dockerfile,
             "buildargs": json.dumps(dict(buildargs)),
@@ -569,7 +563,26 @@ class Daemon(_Registries):
         if platform:
             query["platform"] = platform
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
-        yield from self._stream("POST", "/build", query, body=context, headers=headers, timeout=stall)
+        made: str | None = None
+
+        def each(message: Mapping[str, Any]) -> None:
+            nonlocal made
+            text = message.get("stream") or message.get("status")
+            if text and on_line is not None:
+                for line in str(text).splitlines():
+                    if line.strip():
+                        on_line(line)
+            aux = message.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                made = str(aux["ID"])
+                if on_image is not None:
+                    on_image(made)
+
+        messages = self._stream("POST", "/build", query, body=context, headers=headers, timeout=stall)
+        failure = _read_to_end(messages, each)
+        if failure is not None:
+            raise EngineStreamError(failure)
+        return made
 
     @_answer_shape
     def history(self, ref: str) -> list[str]:
@@ -592,19 +605,58 @@ class Daemon(_Registries):
         loaded image as the engine reports it (Docker: ``Loaded image ID: sha256:...``, on
         either image store; Podman: ``Loaded image: sha256:...``), or None if it names none.
 
-        An error in the stream is an :class:`~envkit.errors.EngineStreamError`."""
+        An error in the stream is an :class:`~envkit.errors.EngineStreamError`, raised once the
+        stream has ended."""
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         loaded: str | None = None
-        for message in self._stream(
-            "POST", "/images/load", {"quiet": "1"}, body=archive, headers=headers, timeout=stall
-        ):
-            if message.get("error") or message.get("errorDetail"):
-                detail = (message.get("errorDetail") or {}).get("message") or message.get("error")
-                raise EngineStreamError(f"docker load failed: {detail}")
+
+        def each(message: Mapping[str, Any]) -> None:
+            nonlocal loaded
             found = _LOADED.search(str(message.get("stream") or ""))
             if found:
                 loaded = found.group(1)
+
+        messages = self._stream(
+            "POST", "/images/load", {"quiet": "1"}, body=archive, headers=headers, timeout=stall
+        )
+        failure = _read_to_end(messages, each)
+        if failure is not None:
+            raise EngineStreamError(f"docker load failed: {failure}", reason=failure)
         return loaded
+
+
+class Daemon(_Images):
+    """A connection to the Docker engine (see :func:`envkit.docker.transport.discover`).
+
+    ``timeout`` bounds each call's wait for the engine; builds, pulls and
+    imports take their own bound (a stall: no output for that long).
+    """
+
+    # -- the engine itself -------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/version", versioned=False))
+
+    @property
+    def platform(self) -> str:
+        """The platform an image is built for unless its entry sets one (``os/arch``).
+
+        Asking ``/version`` costs more than a ping, so the answer is remembered
+        per endpoint and engine version in the user's cache.
+        """
+        if self._platform is None:
+            cache = _PlatformCache(self._cache_dir, self._environ)
+            key = f"{self.endpoint.host}|{self._server}|{self.api_version}"
+            self._platform = cache.get(key) if self._server else None
+            if self._platform is None:
+                info = self.version()
+                self._platform = f"{info.get('Os', 'linux')}/{info.get('Arch', 'amd64')}"
+                if self._server:
+                    cache.put(key, self._platform)
+        return self._platform
+
+    def close(self) -> None:
+        self._transport.close()
 
     @functools.cached_property
     def engine(self) -> EngineInfo:
@@ -781,6 +833,58 @@ def _failed(method: str, path: str, err: TransportError, timeout: float | None) 
     if err.timed_out and timeout is not None:
         return f"{method} {path}: the engine did not answer within {timeout:g}s"
     return f"{method} {path}: {err.detail}"
+
+
+def _stream_error(message: Mapping[str, Any]) -> str | None:
+    """The error a stream's message reports (``errorDetail.message``, else ``error``), or None."""
+    detail, error = message.get("errorDetail"), message.get("error")
+    if not detail and not error:
+        return None
+    text = detail.get("message") if isinstance(detail, dict) else None
+    return str(text or error or detail).strip() or "the engine reported an error without a message"
+
+
+def _read_to_end(
+    messages: Generator[dict[str, Any], None, None], each: Callable[[Mapping[str, Any]], None]
+) -> str | None:
+    """Hand every message of a stream to ``each`` and read it to its end (the engine ends it
+    after an error; a connection left half read would leak); the first error the stream
+    reported, or None. The stream is closed however its reading ends. A failure of the request
+    itself (the engine went away or stalled) is raised, unless the stream had already reported
+    an error: that error is the cause, and the one returned."""
+    failure: str | None = None
+    with contextlib.closing(messages):
+        try:
+            for message in messages:
+                error = _stream_error(message)
+                if error is not None:
+                    failure = failure or error
+                else:
+                    each(message)
+        except DaemonError:
+            if failure is None:
+                raise
+    return failure
+
+
+def _progress(on_progress: Callable[[str], None] | None) -> Callable[[Mapping[str, Any]], None]:
+    """What hands a pull's or a push's messages to ``on_progress`` as lines."""
+
+    def each(message: Mapping[str, Any]) -> None:
+        if on_progress is not None and (line := _progress_line(message)):
+            on_progress(line)
+
+    return each
+
+
+def _progress_line(message: Mapping[str, Any]) -> str:
+    """A pull's or a push's message as a log line; "" for byte counts (the live view shows the
+    last line, and a line per chunk would drown the plain output)."""
+    status = str(message.get("status") or "")
+    if not status or (message.get("progressDetail") or {}).get("current"):
+        return ""
+    ident = message.get("id")
+    return f"{ident}: {status}" if ident else status
 
 
 def _message(body: bytes) -> str:

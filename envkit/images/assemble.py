@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from envkit.config.model import ImageSpec
 from envkit.docker.engine import Daemon
-from envkit.errors import BuildError, DaemonError
+from envkit.errors import BuildError, DaemonError, EngineUnreachable
 from envkit.images.digest import Inputs, split_entry
 from envkit.images.dockerfile import Dockerfile, Instruction, parse
 from envkit.images.words import WordError, json_list, pairs, split, word, words
@@ -294,8 +294,8 @@ class Assembler:
         except UnreadableImage as err:
             raise CannotAssemble(f"its base {resolved} cannot be read: {err}") from None
         except DaemonError as err:
-            if err.status is None:  # the engine went away or stopped answering: that is the error
-                raise
+            if isinstance(err, EngineUnreachable):  # the engine went away or stopped answering
+                raise  # that is the error
             raise CannotAssemble(f"docker save of its base {resolved} failed: {err.detail}") from None
         config = json.loads(json.dumps(facts.config))  # a copy to change
         for stamp in ("container", "container_config", "docker_version", "author", "comment"):

@@ -39,6 +39,7 @@ from envkit.errors import (
     BuildError,
     ConfigError,
     DaemonError,
+    EngineStreamError,
     EnvkitError,
     ImageMissing,
     PushError,
@@ -632,15 +633,12 @@ def content_identity(inspected: Mapping[str, Any]) -> str:
 
 def _pull(daemon: Daemon, image: str, ref: str, progress: Progress, stall: float | None) -> None:
     progress.note(image, f"pulling base image {ref}", State.WORKING)
-    errors = []
     try:
-        for message in daemon.pull(ref, stall=stall):  # read to the end: no leaked connection
-            if "error" in message:
-                errors.append(str(message["error"]))
+        daemon.pull(ref, stall=stall)
     except DaemonError as err:
-        errors.append(err.detail)
-    if errors:
-        raise BaseImageError(image, ref, f"pulling it failed: {errors[0]}", pull_failed=True)
+        # A failure in the stream: the engine's (the registry's) own words; else what failed.
+        why = err.reason if isinstance(err, EngineStreamError) else err.detail
+        raise BaseImageError(image, ref, f"pulling it failed: {why}", pull_failed=True) from None
 
 
 def _check_builder(owner: Path, image: str, tag: str) -> None:

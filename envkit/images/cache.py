@@ -35,7 +35,7 @@ from envkit.config.model import StackConfig
 from envkit.config.toml import repository_problem
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
-from envkit.errors import ConfigError, DaemonError
+from envkit.errors import ConfigError, DaemonError, EngineStreamError
 from envkit.images.manifests import SECRET_ARG
 from envkit.progress import Progress, State
 from envkit.settings import Settings
@@ -155,17 +155,15 @@ def pull(
     """
     ref = remote.ref(image, key)
     progress.note(image, f"pulling {ref}", State.WORKING)
-    errors: list[str] = []
+    failure = ""
     try:
-        for message in daemon.pull(ref, stall=stall):
-            if message.get("error") or message.get("errorDetail"):
-                errors.append(str((message.get("errorDetail") or {}).get("message") or message.get("error")))
-            elif line := _progress_line(message):
-                progress.log(image, line)
+        daemon.pull(ref, stall=stall, on_progress=lambda line: progress.log(image, line))
+    except EngineStreamError as err:  # the registry, through the engine, said why
+        failure = err.reason
     except DaemonError as err:
-        errors.append(_why(err))
-    if errors:
-        raise _unusable(image, f"pulling {ref} failed ({errors[0]})")
+        failure = _why(err)
+    if failure:
+        raise _unusable(image, f"pulling {ref} failed ({failure})")
     found = daemon.image_labels(ref) or {}
     label = found.get(labels.KEY)
     if label != key:
@@ -193,9 +191,7 @@ def push(
     progress.note(image, f"pushing to {ref}", State.WORKING)
     daemon.tag(tag, ref)
     try:
-        for message in daemon.push(ref, stall=stall):
-            if line := _progress_line(message):
-                progress.log(image, line)
+        daemon.push(ref, stall=stall, on_progress=lambda line: progress.log(image, line))
     except DaemonError as err:
         progress.note(image, f"push failed: {_why(err)}", State.FAILED)
         raise
@@ -266,13 +262,3 @@ def _why(err: DaemonError) -> str:
     """What went wrong, without the request that envkit made (which names the reference)."""
     answered = re.search(r" answered \d+: (.*)", err.detail)
     return answered.group(1) if answered else err.detail
-
-
-def _progress_line(message: Mapping[str, Any]) -> str:
-    """A pull's or a push's message as a log line; "" for byte counts (the live view shows the
-    last line, and a line per chunk would drown the plain output)."""
-    status = str(message.get("status") or "")
-    if not status or (message.get("progressDetail") or {}).get("current"):
-        return ""
-    ident = message.get("id")
-    return f"{ident}: {status}" if ident else status

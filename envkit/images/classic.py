@@ -69,8 +69,8 @@ def build(
 
 @dataclass
 class _Made:
-    """What the builder's stream said it made: the ID (``aux``), and the short ID of
-    ``Successfully built ID`` (which names the image when no ``aux`` does)."""
+    """What the builder said it made: the ID (as the engine names it), and the short ID of
+    ``Successfully built ID`` in its log (which names the image when the engine names none)."""
 
     image_id: str = ""
     built: str = ""
@@ -93,14 +93,22 @@ def _run(
     """Send the context with ``text`` as its Dockerfile and read the stream to its end (noting in
     ``made`` the image it names, as soon as it does); the image ID."""
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
-    failure = ""
+
+    def on_line(line: str) -> None:
+        tail.append(line)
+        progress.log(spec.name, line)
+        found = _BUILT.match(line.strip())
+        made.built = found.group(1) if found else made.built
+
+    def on_image(image_id: str) -> None:
+        made.image_id = image_id
+
     with tempfile.TemporaryFile() as context:
         write_context(context, spec, inputs, text)
         size = context.tell()
         context.seek(0)
         try:
-            # Read to the end even after an error (the daemon ends the stream there).
-            for chunk in daemon.build(
+            daemon.build(  # reads the stream to its end, also after an error
                 context,
                 size,
                 dockerfile=DOCKERFILE_IN_TAR,
@@ -108,21 +116,9 @@ def _run(
                 target=spec.target,
                 platform=spec.platform,
                 stall=stall,
-            ):
-                if "error" in chunk or "errorDetail" in chunk:
-                    detail = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error", "")
-                    failure = failure or str(detail).strip()
-                message = chunk.get("stream") or chunk.get("status")
-                if message:
-                    for line in str(message).splitlines():
-                        if line.strip():
-                            tail.append(line)
-                            progress.log(spec.name, line)
-                            found = _BUILT.match(line.strip())
-                            made.built = found.group(1) if found else made.built
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and aux.get("ID"):
-                    made.image_id = str(aux["ID"])
+                on_line=on_line,
+                on_image=on_image,
+            )
         except DaemonError as err:
             if err.timed_out:
                 raise BuildError(
@@ -132,8 +128,6 @@ def _run(
                     fix=f"check the daemon (`docker info`); for a step silent longer, raise {BUILD_STALL}",
                 ) from None
             raise BuildError(spec.name, err.detail, list(tail)) from None
-    if failure:
-        raise BuildError(spec.name, failure, list(tail))
     if not made.image_id:
         raise BuildError(spec.name, "the builder reported no image ID", list(tail))
     return made.image_id

@@ -12,14 +12,13 @@ from pathlib import Path
 from envkit.config.model import StackConfig
 from envkit.docker import labels
 from envkit.docker.engine import Daemon, Image
-from envkit.errors import DaemonError, StateError
+from envkit.errors import EngineConflict, StateError
 from envkit.fsutil import ensure_private_dir
 from envkit.images.build import CurrentTags, image_tag, plan
 from envkit.images.manifests import Manifests
 from envkit.progress import Progress
 from envkit.settings import Settings
 
-IN_USE = 409  # the engine's answer when a container still uses an image
 NO_TAG = "<none>:<none>"  # how Docker 20.10 lists an untagged image's tags (newer engines: none)
 
 
@@ -74,9 +73,7 @@ def gc(
             try:
                 daemon.remove_image(tag)
                 result.removed.append(tag)
-            except DaemonError as err:
-                if err.status != IN_USE:
-                    raise
+            except EngineConflict:  # a container still uses it
                 result.kept_in_use.append(tag)
     for image in untagged:
         _leftover(daemon, config.name, image, settings.lock_dir, dry_run=dry_run, result=result)
@@ -123,9 +120,7 @@ def _leftover(
             return
         try:
             daemon.remove_image(image_id)
-        except DaemonError as err:
-            if err.status != IN_USE:
-                raise
+        except EngineConflict:  # a container still uses it
             result.kept_in_use.append(image_id)
         else:
             result.removed.append(image_id)

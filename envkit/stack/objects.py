@@ -17,7 +17,7 @@ from pathlib import Path
 from envkit import faults
 from envkit.docker import labels
 from envkit.docker.engine import Container, ContainerSpec, Daemon, Network, Volume
-from envkit.errors import DaemonError, EnvkitError, ServiceUnhealthy, StateDirInUse
+from envkit.errors import DaemonError, EngineUnreachable, EnvkitError, ServiceUnhealthy, StateDirInUse
 from envkit.stack.state import StackState, StateFile
 
 LOG_LINES = 50  # of a service's log, in its ServiceUnhealthy
@@ -134,7 +134,8 @@ class StackObjects:
                     self.daemon.remove_network(net.id)
                     break
                 except DaemonError as err:
-                    if err.status is None or attempt == 9:  # an engine that does not answer: no retry
+                    # an engine that does not answer: no retry
+                    if isinstance(err, EngineUnreachable) or attempt == 9:
                         raise
                     time.sleep(0.2)
         return len(containers)

@@ -21,8 +21,8 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import Generator, Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import docker
 import pytest
@@ -33,7 +33,7 @@ import envkit.images.build
 from envkit.config.find import load
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
-from envkit.errors import BuildError, DaemonError
+from envkit.errors import BuildError, EngineUnreachable
 from envkit.images import classic
 from envkit.images.gc import gc
 from envkit.progress import Silent
@@ -96,12 +96,9 @@ class Leftovers:
                 tar.addfile(info, io.BytesIO(data))
         size = buf.tell()
         buf.seek(0)
-        image_id = ""
-        for chunk in self.daemon.build(
+        image_id = self.daemon.build(  # a failed build raises
             buf, size, dockerfile="Dockerfile", buildargs={}, target=None, platform=None, stall=120
-        ):
-            assert "error" not in chunk, chunk
-            image_id = str((chunk.get("aux") or {}).get("ID") or image_id)
+        )
         assert image_id
         self.images.append(image_id)
         return image_id
@@ -261,25 +258,26 @@ def test_gc_removes_what_an_envkit_build_killed_before_tagging_left(
 
 class _Broken:
     """``Daemon.build`` whose stream breaks right after the builder named its image, or that
-    never names it in ``aux`` (only in ``Successfully built ID``); the image it made is noted."""
+    never names it (``on_image``), only in ``Successfully built ID``; the image it made is noted."""
 
     def __init__(self, daemon: Daemon, *, drop_aux: bool) -> None:
         self.build = daemon.build
         self.drop_aux = drop_aux
         self.made = ""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        stream = cast(Generator[dict[str, Any], None, None], self.build(*args, **kwargs))
-        with contextlib.closing(stream):
-            for chunk in stream:
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and aux.get("ID"):
-                    self.made = str(aux["ID"])
-                    if self.drop_aux:
-                        continue
-                    yield chunk
-                    raise DaemonError("POST /build: the engine did not answer within 1s", timed_out=True)
-                yield chunk
+    def __call__(
+        self, *args: Any, on_image: Callable[[str], None] | None = None, **kwargs: Any
+    ) -> str | None:
+        def named(image_id: str) -> None:
+            self.made = image_id
+            if self.drop_aux:
+                return
+            if on_image is not None:
+                on_image(image_id)
+            raise EngineUnreachable("POST /build: the engine did not answer within 1s", timed_out=True)
+
+        made = self.build(*args, on_image=named, **kwargs)
+        return None if self.drop_aux else made
 
 
 @pytest.mark.parametrize("drop_aux", [False, True], ids=["stream-breaks-after-aux", "no-aux"])

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from envkit.docker import labels
-from envkit.docker.engine import Container, ContainerDetails, ContainerSpec, ExecResult, Network, Volume
+from envkit.docker.engine import (
+    Container,
+    ContainerDetails,
+    ContainerSpec,
+    EngineInfo,
+    ExecResult,
+    Network,
+    Volume,
+)
 from envkit.docker.transport import Endpoint
 
 
@@ -35,6 +43,7 @@ class FakeDaemon:
         self.endpoint = Endpoint("unix:///fake.sock", "a test")
         self.timeout = 60.0
         self.platform = "linux/amd64"
+        self.engine = EngineInfo("docker", "0.0-fake", "1.41", "classic")  # what `status` names
         self.containers_by_id: dict[str, FakeContainer] = {}
         self.networks_by_id: dict[str, Network] = {}
         self.volumes_by_name: dict[str, Volume] = {}

@@ -10,18 +10,20 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import pickle
 import socketserver
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from envkit.docker.engine import Daemon, _demux
+from envkit.docker.engine import Daemon, _demux, _progress_line
 from envkit.docker.transport import Endpoint
-from envkit.errors import DaemonError, DockerUnavailable
+from envkit.errors import DaemonError, DockerUnavailable, EngineStreamError
 
 Answer = tuple[int, bytes]  # status, body
 Script = Callable[[str, str], "Answer | None"]  # (method, path) -> answer, or None: hang
@@ -36,7 +38,8 @@ class Engine:
         self.open = 0
         self.release = threading.Event()  # ends every hanging request
         self.script: Script = lambda method, path: (404, b'{"message": "no script"}')
-        self.stream: list[bytes] | None = None  # a chunked answer for POST /build
+        self.stream: list[bytes] | None = None  # a chunked answer for the path below
+        self.stream_path = "build"
         self.trickle: int | None = (
             None  # an exec that writes this many frames, 0.3 s apart (0: none, it hangs)
         )
@@ -68,7 +71,7 @@ def _handler(engine: Engine) -> type[http.server.BaseHTTPRequestHandler]:
             if path == "_ping":
                 self._send(200, b"OK", {"Api-Version": "1.41", "Server": "Docker/test"})
                 return
-            if engine.stream is not None and path == "build":
+            if engine.stream is not None and path == engine.stream_path:
                 self.send_response(200)
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
@@ -216,18 +219,158 @@ def test_a_missing_or_silent_engine_is_docker_unavailable(tmp_path: Path, engine
         Daemon(endpoint=Endpoint(f"unix://{tmp_path / 'none.sock'}", "a test"))
 
 
-def test_a_build_stream_is_decoded_across_chunk_boundaries(engine: Engine, tmp_path: Path) -> None:
-    messages = [{"stream": "Step 1/2 : FROM x\n"}, {"stream": " ---> abc\n"}, {"aux": {"ID": "sha256:f00"}}]
-    raw = b"".join(json.dumps(m).encode() + b"\r\n" for m in messages)
-    engine.stream = [raw[:7], raw[7:30], raw[30:31], raw[31:]]
-    daemon = daemon_for(engine)
+def stream_of(*messages: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(m).encode() + b"\r\n" for m in messages)
+
+
+def build_with(daemon: Daemon, tmp_path: Path, lines: list[str], images: list[str]) -> str | None:
     context = tmp_path / "ctx.tar"
     context.write_bytes(b"\0" * 1024)
     with context.open("rb") as f:
-        got = list(
-            daemon.build(f, 1024, dockerfile="Dockerfile", buildargs={}, target=None, platform=None, stall=5)
+        return daemon.build(
+            f,
+            1024,
+            dockerfile="Dockerfile",
+            buildargs={},
+            target=None,
+            platform=None,
+            stall=5,
+            on_line=lines.append,
+            on_image=images.append,
         )
-    assert got == messages
+
+
+def test_a_build_stream_is_decoded_across_chunk_boundaries(engine: Engine, tmp_path: Path) -> None:
+    raw = stream_of(
+        {"stream": "Step 1/2 : FROM x\n"}, {"stream": " ---> abc\n"}, {"aux": {"ID": "sha256:f00"}}
+    )
+    engine.stream = [raw[:7], raw[7:30], raw[30:31], raw[31:]]
+    lines: list[str] = []
+    images: list[str] = []
+    assert build_with(daemon_for(engine), tmp_path, lines, images) == "sha256:f00"
+    assert lines == ["Step 1/2 : FROM x", " ---> abc"]
+    assert images == ["sha256:f00"]
+
+
+def test_a_build_gives_its_log_lines_and_names_its_image_as_soon_as_the_engine_does(
+    engine: Engine, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    images: list[str] = []
+
+    def line(text: str) -> None:
+        lines.append(text)
+        if text == "Successfully built f00":
+            assert images == ["sha256:f00"]  # named before the stream went on
+
+    raw = stream_of(
+        {"stream": "Step 1/2 : FROM x\n ---> abc\n\n"},
+        {"status": "Pulling fs layer", "id": "ab"},
+        {"stream": "   \n"},
+        {"aux": {"ID": "sha256:f00"}},
+        {"stream": "Successfully built f00\n"},
+    )
+    engine.stream = [raw]
+    context = tmp_path / "ctx.tar"
+    context.write_bytes(b"\0" * 1024)
+    with context.open("rb") as f:
+        made = daemon_for(engine).build(
+            f,
+            1024,
+            dockerfile="Dockerfile",
+            buildargs={},
+            target=None,
+            platform=None,
+            stall=5,
+            on_line=line,
+            on_image=images.append,
+        )
+    assert made == "sha256:f00"
+    assert lines == ["Step 1/2 : FROM x", " ---> abc", "Pulling fs layer", "Successfully built f00"]
+
+
+def test_a_build_that_names_no_image_returns_none(engine: Engine, tmp_path: Path) -> None:
+    engine.stream = [stream_of({"stream": "Step 1/1 : FROM x\n"})]
+    images: list[str] = []
+    assert build_with(daemon_for(engine), tmp_path, [], images) is None
+    assert images == []
+
+
+def test_a_build_that_fails_in_its_stream_is_an_error_once_the_stream_has_ended(
+    engine: Engine, tmp_path: Path
+) -> None:
+    raw = stream_of(
+        {"stream": "Step 1/2 : RUN false\n"},
+        {"aux": {"ID": "sha256:f00"}},
+        {"errorDetail": {"code": 1, "message": "The command '/bin/sh -c false' returned a non-zero code: 1"}},
+        {"error": "The command '/bin/sh -c false' returned a non-zero code: 1"},
+        {"stream": "after the error\n"},
+    )
+    engine.stream = [raw[:40], raw[40:]]
+    daemon = daemon_for(engine)
+    lines: list[str] = []
+    images: list[str] = []
+    with pytest.raises(EngineStreamError) as caught:
+        build_with(daemon, tmp_path, lines, images)
+    assert caught.value.detail == "The command '/bin/sh -c false' returned a non-zero code: 1"
+    assert lines == ["Step 1/2 : RUN false", "after the error"]  # read to its end
+    assert images == ["sha256:f00"]  # the image the failed build made, for its caller to remove
+    assert wait_for(lambda: engine.open == 0), f"{engine.open} connection(s) left open"
+
+
+def test_byte_counts_are_not_progress_lines() -> None:
+    assert _progress_line({"status": "Pushing", "id": "ab", "progressDetail": {"current": 5}}) == ""
+    assert _progress_line({"status": "Pushed", "id": "ab", "progressDetail": {}}) == "ab: Pushed"
+    assert _progress_line({"status": "Digest: sha256:x"}) == "Digest: sha256:x"
+    assert _progress_line({"aux": {"Tag": "x"}}) == ""
+
+
+def test_a_pull_gives_its_progress_lines_without_byte_counts(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    engine.stream_path = "images/create"
+    engine.stream = [
+        stream_of(
+            {"status": "Pulling from c/a", "id": "1"},
+            {"status": "Pulling fs layer", "id": "ab", "progressDetail": {}},
+            {"status": "Downloading", "id": "ab", "progressDetail": {"current": 512, "total": 1024}},
+            {"status": "Download complete", "id": "ab", "progressDetail": {}},
+            {"status": "Status: Downloaded newer image for r.example/c/a:1"},
+        )
+    ]
+    lines: list[str] = []
+    daemon_for(engine).pull("r.example/c/a:1", stall=5, on_progress=lines.append)
+    assert lines == [
+        "1: Pulling from c/a",
+        "ab: Pulling fs layer",
+        "ab: Download complete",
+        "Status: Downloaded newer image for r.example/c/a:1",
+    ]
+    assert ("POST", "/images/create") in engine.requests
+
+
+def test_a_pull_that_fails_in_its_stream_is_an_error_once_the_whole_stream_is_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    engine.stream_path = "images/create"
+    raw = stream_of(
+        {"status": "Pulling from c/a", "id": "1"},
+        {"errorDetail": {"message": "manifest unknown"}, "error": "manifest unknown"},
+        {"status": "after the error"},
+    )
+    engine.stream = [raw[:50], raw[50:]]
+    daemon = daemon_for(engine)
+    lines: list[str] = []
+    with pytest.raises(EngineStreamError) as caught:
+        daemon.pull("r.example/c/a:1", stall=5, on_progress=lines.append)
+    assert lines == ["1: Pulling from c/a", "after the error"]  # the stream was read to its end
+    assert caught.value.reason == "manifest unknown"
+    assert "pulling r.example/c/a:1 failed: manifest unknown" in str(caught.value)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert str(copy) == str(caught.value) and copy.__dict__ == caught.value.__dict__
+    assert wait_for(lambda: engine.open == 0), f"{engine.open} connection(s) left open"
 
 
 def test_a_multiplexed_stream_is_demultiplexed() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from envkit.docker import labels
 from envkit.docker.engine import Image
-from envkit.errors import DaemonError
+from envkit.errors import DaemonError, daemon_error
 from envkit.images import build, classic, gc
 from envkit.progress import Silent
 
@@ -84,7 +84,7 @@ def test_a_dry_run_reports_it_and_removes_nothing(tmp_path: Path) -> None:
 def test_one_a_container_uses_is_kept_and_said_so(tmp_path: Path) -> None:
     engine = Engine()
     image = engine.add("sha256:left", OURS)
-    engine.refuse = DaemonError("DELETE /images/sha256:left answered 409: in use", 409)
+    engine.refuse = daemon_error("DELETE /images/sha256:left answered 409: in use", 409)
     result = collect(engine, image, tmp_path)
     assert (result.removed, result.kept_in_use, result.untagged) == ([], ["sha256:left"], ["sha256:left"])
 

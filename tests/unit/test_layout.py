@@ -117,3 +117,35 @@ def test_envkit_variables_are_named_in_at_most_two_modules() -> None:
 def test_each_layer_is_a_folder_with_a_docstring(layer: str) -> None:
     init = PACKAGE / layer / "__init__.py"
     assert ast.get_docstring(ast.parse(init.read_text())), f"{init} does not say what the layer holds"
+
+
+STREAM_KEYS = {"errorDetail", "aux"}  # what only the engine's stream messages hold
+
+
+def stream_key_reads(tree: ast.AST) -> set[str]:
+    """The keys of :data:`STREAM_KEYS` that a module reads from a mapping: ``m["aux"]``,
+    ``m.get("aux")`` (``pop``, ``setdefault``) or ``"aux" in m``."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        keys: list[ast.expr] = []
+        if isinstance(node, ast.Subscript):
+            keys = [node.slice]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault")
+        ):
+            keys = node.args[:1]
+        elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+            keys = [node.left]
+        found.update(k.value for k in keys if isinstance(k, ast.Constant) and k.value in STREAM_KEYS)
+    return found
+
+
+def test_only_the_docker_boundary_reads_the_engines_stream_messages() -> None:
+    """Builds, pulls, pushes and loads are read in envkit/docker/: everyone else gets their
+    results and typed errors, never a stream message's error or image ID."""
+    readers = {name: stream_key_reads(tree) for name, tree in TREES.items()}
+    assert readers["envkit.docker.engine"] == STREAM_KEYS  # the check sees the reads
+    outside = {name: keys for name, keys in readers.items() if keys and not name.startswith("envkit.docker")}
+    assert outside == {}, outside

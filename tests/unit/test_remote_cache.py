@@ -9,7 +9,7 @@ import logging
 import pickle
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from envkit.config.find import load
 from envkit.config.model import ImageSpec, StackConfig
 from envkit.config.toml import repository_problem
 from envkit.docker import labels
-from envkit.errors import ConfigError, DaemonError, PushError
+from envkit.errors import ConfigError, DaemonError, EngineStreamError, PushError
 from envkit.images import build, cache
 from envkit.images.digest import Inputs
 from envkit.progress import Silent
@@ -121,13 +121,6 @@ def test_push_error_says_what_was_not_pushed_and_survives_pickling() -> None:
     assert str(copy) == text and copy.__dict__ == error.__dict__
 
 
-def test_byte_counts_are_not_log_lines() -> None:
-    assert cache._progress_line({"status": "Pushing", "id": "ab", "progressDetail": {"current": 5}}) == ""
-    assert cache._progress_line({"status": "Pushed", "id": "ab", "progressDetail": {}}) == "ab: Pushed"
-    assert cache._progress_line({"status": "Digest: sha256:x"}) == "Digest: sha256:x"
-    assert cache._progress_line({"aux": {"Tag": "x"}}) == ""
-
-
 # -- lookups, pulls and secrets with a fake engine -----------------------------------------------
 
 
@@ -151,12 +144,14 @@ class FakeDaemon:
             raise DaemonError(f"GET /distribution/{ref}/json answered 500: dial tcp: connection refused", 500)
         return {"Descriptor": {}} if ref in self.entries else None
 
-    def pull(self, ref: str, *, stall: float | None) -> Iterator[dict[str, Any]]:
+    def pull(
+        self, ref: str, *, stall: float | None, on_progress: Callable[[str], None] | None = None
+    ) -> None:
         self.calls.append(("pull", ref))
         if ref not in self.entries:
-            yield {"errorDetail": {"message": "manifest unknown"}, "error": "manifest unknown"}
-            return
-        yield {"status": "Pull complete", "id": "abc", "progressDetail": {}}
+            raise EngineStreamError(f"pulling {ref} failed: manifest unknown", reason="manifest unknown")
+        if on_progress is not None:
+            on_progress("abc: Pull complete")
         self.local[ref] = self.entries[ref]
 
     def image_labels(self, ref: str) -> dict[str, str] | None:
@@ -361,9 +356,13 @@ def test_a_push_that_fails_in_its_stream_is_an_error(engine: Engine, no_docker_c
     failed = ok + b'{"errorDetail":{"message":"denied: requested access is denied"},"error":"denied"}\n'
     engine.script = lambda method, path: (200, failed if "/c/b/" in path else ok)
     daemon = daemon_for(engine)
-    assert [m.get("status") for m in daemon.push("r.example/c/a:1", stall=5)][-1] == "Pushed"
+    lines: list[str] = []
+    daemon.push("r.example/c/a:1", stall=5, on_progress=lines.append)
+    assert lines == ["The push refers to repository [r.example/c/a]", "ab: Pushed"]
     assert ("POST", "/images/r.example/c/a/push") in engine.requests
     with pytest.raises(
-        DaemonError, match=re.escape("pushing r.example/c/b:1 failed: denied: requested access is denied")
-    ):
-        list(daemon.push("r.example/c/b:1", stall=5))
+        EngineStreamError,
+        match=re.escape("pushing r.example/c/b:1 failed: denied: requested access is denied"),
+    ) as caught:
+        daemon.push("r.example/c/b:1", stall=5)
+    assert caught.value.reason == "denied: requested access is denied"
