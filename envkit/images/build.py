@@ -457,12 +457,23 @@ class _Scheduler:
                     "pass secrets to a build another way than a build arg (the classic builder "
                     "records in the image the build args a RUN sees); if it is no secret, rename it"
                 )
-            if len(leaks) < len(failures):
+            if any(_PLAIN_HTTP in detail for _, detail in failures):
+                fixes.append(
+                    f"the registry {registry} speaks plain HTTP and the engine expects HTTPS: Docker "
+                    "trusts such a registry on 127.0.0.0/8, or when daemon.json lists it under "
+                    "insecure-registries; Podman when registries.conf has "
+                    f'[[registry]] location = "{registry}" insecure = true'
+                )
+            elif len(leaks) < len(failures):
                 fixes.append(
                     f"check that the registry answers and lets you push (`docker login {registry}`), "
                     "then run `envkit build --push` again"
                 )
             raise PushError(remote.repository, failures, "; or ".join(fixes))
+
+
+# what Docker and Podman say when a registry answers HTTPS with plain HTTP
+_PLAIN_HTTP = "server gave HTTP response to HTTPS client"
 
 
 def _make(

@@ -26,6 +26,7 @@ from envkit.docker import labels
 from envkit.docker.engine import Daemon
 from envkit.errors import BuildError
 from envkit.images import archive
+from integration.registry import Registry
 
 pytestmark = pytest.mark.docker
 
@@ -287,3 +288,30 @@ def test_the_same_inputs_give_the_same_keys_and_ids_on_every_engine(
         assert first_tiny == second_tiny == GOLDEN_TINY_ID[kind]
     finally:
         _remove_golden(docker_client)
+
+
+def test_a_push_to_a_plain_http_registry_works_where_the_engine_trusts_it_and_says_how_elsewhere(
+    project: Project, registry: Registry, engine_facts: EngineFacts
+) -> None:
+    """Docker trusts a registry on 127.0.0.0/8 over plain HTTP: the push goes through. Podman
+    does only when its registries.conf says so: the push fails naming that setting, never a
+    bare 'server gave HTTP response to HTTPS client'."""
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.tiny]\n')
+    project.write("images/tiny/Dockerfile", "FROM scratch\nCOPY a.txt /\n")
+    project.write("images/tiny/a.txt", "a")
+    env = {**project.env(), "ENVKIT_CACHE": registry.cache(project.stack)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "envkit", "build", "--push", "--json"],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert "Traceback" not in proc.stderr
+    if not engine_facts.podman:
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)[0]["pushed"] is True
+    else:
+        assert proc.returncode != 0
+        assert "registries.conf" in proc.stderr and "insecure = true" in proc.stderr, proc.stderr
