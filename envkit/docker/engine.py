@@ -591,8 +591,8 @@ class _Images(_Registries):
         return [str(entry.get("CreatedBy") or "") for entry in found]
 
     @_answer_shape
-    def save(self, image: str, *, stall: float | None) -> Iterator[bytes]:
-        """``docker save IMAGE``: the docker-archive tar, as it arrives."""
+    def save(self, image: str, *, stall: float | None) -> Generator[bytes, None, None]:
+        """``docker save IMAGE``: the image archive, in the layout the engine writes, as it arrives."""
         path = f"/images/{_path(image)}/get"
         with self._call("GET", path, timeout=stall) as response:
             try:
@@ -605,21 +605,28 @@ class _Images(_Registries):
         loaded image as the engine reports it (Docker: ``Loaded image ID: sha256:...``, on
         either image store; Podman: ``Loaded image: sha256:...``), or None if it names none.
 
-        An error in the stream is an :class:`~envkit.errors.EngineStreamError`, raised once the
+        An error in the stream (or the containerd store's ``Error unpacking image`` line, which
+        it sends instead of one) is an :class:`~envkit.errors.EngineStreamError`, raised once the
         stream has ended."""
         headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
         loaded: str | None = None
+        unpacking: list[str] = []  # the containerd store reports a failed unpack as text, not error
 
         def each(message: Mapping[str, Any]) -> None:
             nonlocal loaded
-            found = _LOADED.search(str(message.get("stream") or ""))
+            text = str(message.get("stream") or "")
+            found = _LOADED.search(text)
             if found:
                 loaded = found.group(1)
+            if text.lstrip().startswith("Error unpacking image"):
+                unpacking.append(text.strip())
 
         messages = self._stream(
             "POST", "/images/load", {"quiet": "1"}, body=archive, headers=headers, timeout=stall
         )
         failure = _read_to_end(messages, each)
+        if failure is None and unpacking:
+            failure = unpacking[0]
         if failure is not None:
             raise EngineStreamError(f"docker load failed: {failure}", reason=failure)
         return loaded

@@ -14,6 +14,7 @@ carries only the new layers and names a parent's by the blobs the engine holds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -229,16 +230,27 @@ def load(
     with archive.open("wb") as out:
         manifest = write_archive(out, raw_config, layers, new_layers)
     candidates = (image_id(raw_config), image_id(manifest))
+    # The same inputs give the same image: one already here (under another tag) is never removed.
+    existed = {c for c in candidates if daemon.inspect_image(c) is not None}
+    ours = dict((json.loads(raw_config).get("config") or {}).get("Labels") or {})
+
+    def clean() -> None:
+        for candidate in candidates:
+            if candidate not in existed:
+                discard(daemon, candidate, ours)
+
     try:
         with archive.open("rb") as f:
             reported = daemon.load(f, archive.stat().st_size, stall=stall)
     except DaemonError as err:
-        discard(daemon, candidates)
+        clean()
+        if err.timed_out:
+            raise BuildError(image, f"docker load did not finish: {err.detail}", fix=_STUCK) from None
         raise BuildError(image, f"docker load of the image envkit wrote was refused: {err.detail}") from None
     finally:
         archive.unlink(missing_ok=True)
     if reported is not None and reported not in candidates:
-        discard(daemon, (*candidates, reported))
+        clean()
         raise BuildError(
             image,
             f"the engine reports it loaded {reported}, which is neither the config's digest "
@@ -247,19 +259,25 @@ def load(
     for candidate in [reported] if reported else candidates:
         if daemon.inspect_image(candidate) is not None:
             return candidate
-    discard(daemon, candidates)
+    clean()
     raise BuildError(image, f"the load reported success, but the engine has no image {candidates[0]}")
 
 
-def discard(daemon: Daemon, ids: Sequence[str]) -> None:
-    """Remove whichever of these images envkit loaded (each carries envkit's labels): what a
-    failed load leaves. An image without envkit's labels is never touched."""
-    from envkit.docker import labels
+CLEANUP_BOUND = 10.0  # seconds each call that removes a failed build's image may wait
+_STUCK = "check the daemon (`docker info`, its logs), then build again"
 
-    for ref in dict.fromkeys(ids):
-        try:
-            found = daemon.image_labels(ref)
-            if found is not None and labels.PROJECT in found:
-                daemon.remove_image(ref)
-        except DaemonError:
-            continue  # best effort: the build's own error is the one to report
+
+def discard(daemon: Daemon, image: str, labels: Mapping[str, str]) -> bool:
+    """Remove ``image``, made by a build or a load that failed, if it is still untagged and
+    carries every one of ``labels`` (that build's); whether it was removed. Each call waits at most
+    :data:`CLEANUP_BOUND` seconds, and any failure leaves the image to ``envkit gc``."""
+    with contextlib.suppress(DaemonError), daemon.bounded(CLEANUP_BOUND):
+        found = daemon.inspect_image(image)
+        if found is None or found.get("RepoTags"):
+            return False
+        have = (found.get("Config") or {}).get("Labels") or {}
+        if not labels or any(have.get(name) != value for name, value in labels.items()):
+            return False
+        daemon.remove_image(str(found.get("Id") or image))
+        return True
+    return False

@@ -8,10 +8,12 @@ builder would build it, without it: each ``COPY`` (and each ``WORKDIR`` that
 creates a directory) becomes a deterministic layer tar of exactly the hashed
 files (sorted, mtime 0, owner 0 unless ``--chown``, normalised modes), the
 image config inherits the parent's as the classic builder does, with a fixed
-``created`` and no host or container fields, and a docker-archive that names
-the parent's layers without carrying them is loaded. No context is uploaded
-and no container starts; the image ID is the digest of the config, so the same
-key gives the same image on every machine.
+``created`` and no host or container fields, and an archive that names the
+parent's layers without carrying them is loaded (:mod:`envkit.images.archive`:
+one that every engine and image store reads). No context is uploaded and no
+container starts; the image ID is the digest of the config (or, on Docker's
+containerd store, of the manifest), so the same key gives the same image on
+every machine.
 
 What the builder would need to look inside the image for (is a ``COPY``
 destination an existing directory, which owner does it have) is answered from
@@ -293,9 +295,9 @@ class Assembler:
             facts = self.facts.get(self.daemon, str(found["Id"]), stall=self.stall)
         except UnreadableImage as err:
             raise CannotAssemble(f"its base {resolved} cannot be read: {err}") from None
+        except EngineUnreachable:  # the engine went away or stopped answering: that is the error
+            raise
         except DaemonError as err:
-            if isinstance(err, EngineUnreachable):  # the engine went away or stopped answering
-                raise  # that is the error
             raise CannotAssemble(f"docker save of its base {resolved} failed: {err.detail}") from None
         config = json.loads(json.dumps(facts.config))  # a copy to change
         for stamp in ("container", "container_config", "docker_version", "author", "comment"):
@@ -311,6 +313,8 @@ class Assembler:
 
         blobs = list(facts.layers)
         if len(blobs) != len(diff_ids):  # not known: name each layer by its diff id
+            if self.daemon.engine.store == "containerd":  # keeps pulled layers compressed
+                raise CannotAssemble(f"the blobs of its base {resolved}'s layers are not known")
             blobs = [Blob(diff_id, 0) for diff_id in diff_ids]
         return _Image(
             config=config,

@@ -1,8 +1,8 @@
 """Ensure a stack's images exist: a local hit costs no build, a miss is pulled or built once.
 
 :func:`plan` computes every selected image's key (see :mod:`envkit.images.digest`)
-without building anything. :func:`ensure` asks the engine once which of those
-tags already exist; with a remote cache (:mod:`envkit.images.cache`) it looks
+without building anything. :func:`ensure` asks the engine which of those
+tags already exist (one inspect each); with a remote cache (:mod:`envkit.images.cache`) it looks
 the misses up there, all at once, and pulls the hits; it builds only the rest:
 parents before children, independent images in parallel
 (:func:`envkit.graph.run`), each under a machine-wide lock so that concurrent
@@ -383,7 +383,7 @@ class _Scheduler:
         try:
             self.daemon.tag(image_id, result.tag)
         except BaseException:  # the image exists, untagged: it must not stay behind
-            from envkit.images.classic import discard
+            from envkit.images.archive import discard
 
             made = {labels.PROJECT: self.plan.config.name, labels.IMAGE: name, labels.KEY: result.key}
             discard(self.daemon, image_id, made)
@@ -587,7 +587,8 @@ def base_identity(
     *,
     stall: float | None = settings_mod.DEFAULT_BUILD_STALL,
 ) -> str:
-    """A base pinned by digest is identified by that digest, any other by its local image ID.
+    """A base pinned by digest is identified by that digest, any other by its content
+    (:func:`content_identity`: the same on every engine and image store).
 
     Either way it must be present to build on: a missing one is pulled unless
     the policy is ``never``; ``always`` pulls an unpinned one every time. A pull that sends

@@ -16,7 +16,6 @@ to ``envkit gc`` (:mod:`envkit.images.gc`), which finds it by its labels.
 from __future__ import annotations
 
 import collections
-import contextlib
 import io
 import os
 import re
@@ -28,7 +27,7 @@ from typing import IO
 from envkit.config.model import ImageSpec
 from envkit.docker.engine import Daemon
 from envkit.errors import BuildError, DaemonError
-from envkit.images.archive import CheckedReader
+from envkit.images.archive import CheckedReader, discard
 from envkit.images.digest import Inputs, split_entry
 from envkit.images.dockerfile import parse as parse_dockerfile
 from envkit.progress import Progress
@@ -36,7 +35,6 @@ from envkit.settings import BUILD_STALL
 
 LOG_TAIL = 30
 DOCKERFILE_IN_TAR = ".envkit.Dockerfile"
-CLEANUP_BOUND = 10.0  # seconds each call that removes a failed build's image may wait
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})$")
 
 
@@ -131,22 +129,6 @@ def _run(
     if not made.image_id:
         raise BuildError(spec.name, "the builder reported no image ID", list(tail))
     return made.image_id
-
-
-def discard(daemon: Daemon, image: str, labels: Mapping[str, str]) -> bool:
-    """Remove ``image``, made by a build that failed, if it is still untagged and carries every
-    one of ``labels`` (that build's); whether it was removed. Each call waits at most
-    :data:`CLEANUP_BOUND` seconds, and any failure leaves the image to ``envkit gc``."""
-    with contextlib.suppress(DaemonError), daemon.bounded(CLEANUP_BOUND):
-        found = daemon.inspect_image(image)
-        if found is None or found.get("RepoTags"):
-            return False
-        have = (found.get("Config") or {}).get("Labels") or {}
-        if not labels or any(have.get(name) != value for name, value in labels.items()):
-            return False
-        daemon.remove_image(str(found.get("Id") or image))
-        return True
-    return False
 
 
 def write_context(fileobj: IO[bytes], spec: ImageSpec, inputs: Inputs, dockerfile_text: str) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from envkit.docker.engine import Daemon
-from envkit.errors import StateError
+from envkit.errors import EnvkitError, StateError
 from envkit.fsutil import atomic_write_text, ensure_private_dir
 from envkit.images.archive import Blob
 
@@ -181,7 +181,13 @@ class FactsCache:
             known = self._cached(image_id)
             if known is not None:
                 return known
-            facts = read_image(daemon.save(image_id, stall=stall), image=image_id)
+            chunks = daemon.save(image_id, stall=stall)
+            try:
+                facts = read_image(chunks, image=image_id)
+            finally:
+                close = getattr(chunks, "close", None)  # the engine's response: never left open
+                if close is not None:
+                    close()
             self.put(image_id, facts)
             return facts
 
@@ -195,15 +201,18 @@ class FactsCache:
         return facts
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(EnvkitError, ValueError):
     """A ``docker save`` stream that is not laid out as any engine is known to write it, or that
     cannot be read (a missing layer, a compression this Python cannot undo, a broken tar or JSON).
     ``reason`` says what was unexpected; whoever asked for the facts builds without them."""
 
     def __init__(self, image: str, reason: str) -> None:
+        super().__init__(image, reason)
         self.image = image
         self.reason = reason
-        super().__init__(f"docker save of {image} {reason}" if image else f"docker save {reason}")
+
+    def __str__(self) -> str:
+        return f"docker save of {self.image} {self.reason}" if self.image else f"docker save {self.reason}"
 
 
 JSON_LIMIT = 4 << 20  # a blob larger than this is never a config, manifest or index worth keeping

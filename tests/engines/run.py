@@ -106,7 +106,12 @@ def say(text: str) -> None:
 
 
 def docker(*args: str, check: bool = True, capture: bool = True, timeout: float = 120) -> str:
-    done = subprocess.run(["docker", *args], capture_output=capture, text=True, check=False, timeout=timeout)
+    try:
+        done = subprocess.run(
+            ["docker", *args], capture_output=capture, text=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"engines: docker {shlex.join(args)} did not finish within {timeout:g}s") from None
     if check and done.returncode != 0:
         raise SystemExit(f"engines: docker {shlex.join(args)} failed: {(done.stderr or '').strip()}")
     return done.stdout or ""
@@ -144,16 +149,20 @@ def running(engine: Engine, tag: str, run_id: str) -> Iterator[str]:
         *(f"--env={item}" for item in engine.env),
         tag,
     ]  # fmt: skip
-    docker(*args)
     try:
+        docker(*args)
         deadline = time.monotonic() + READY_WITHIN
         while True:
-            answer = subprocess.run(
-                ["docker", "exec", name, "docker", "version", "--format", "{{.Server.Version}}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            try:
+                answer = subprocess.run(
+                    ["docker", "exec", name, "docker", "version", "--format", "{{.Server.Version}}"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=10,
+                )
+            except subprocess.TimeoutExpired:
+                answer = subprocess.CompletedProcess([], 1, "", "")
             if answer.returncode == 0:
                 say(f"{engine.name}: engine {answer.stdout.strip()} answers ({engine.describe()})")
                 break

@@ -5,6 +5,7 @@ loads and is named by what the engine reports, a parent's facts are read from th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -57,7 +58,11 @@ def test_envkit_knows_the_engine_and_its_image_store() -> None:
     else:
         assert (engine.product, engine.store) == EXPECTED[matrix]
     assert engine.version != "?" and engine.api_version != "?"
-    assert engine.store.split("-")[0] in engine.describe() or "image store" in engine.describe()
+    store = {"classic": "classic image store", "containerd": "containerd image store"}.get(
+        engine.store, engine.store
+    )
+    name = "Podman" if engine.product == "podman" else "Docker Engine"
+    assert engine.describe() == f"{name} {engine.version} (API {engine.api_version}, {store})"
 
 
 def test_an_assembled_image_on_an_imported_base_reads_the_base_from_the_engine(
@@ -287,7 +292,8 @@ def test_the_same_inputs_give_the_same_keys_and_ids_on_every_engine(
         kind = "config" if engine_facts.image_id_is_config_digest else "manifest"
         assert first_tiny == second_tiny == GOLDEN_TINY_ID[kind]
     finally:
-        _remove_golden(docker_client)
+        with contextlib.suppress(docker.errors.APIError):  # the test's own failure is the one to see
+            _remove_golden(docker_client)
 
 
 def test_a_push_to_a_plain_http_registry_works_where_the_engine_trusts_it_and_says_how_elsewhere(

@@ -173,7 +173,7 @@ PARENT_ENV = ["PATH=/usr/bin:/bin", "A=1", "B=2", "C=3"]
 @pytest.mark.parametrize(
     ("instructions", "expected"),
     [
-        # the example: a replaced variable keeps its place
+        # a replaced PATH keeps its place before the parent's other variables
         (["PATH=/x:$PATH"], ["PATH=/x:/usr/bin:/bin", "A=1", "B=2", "C=3"]),
         (["A=a$A", "B=b${B}", "C=$C:c"], ["PATH=/usr/bin:/bin", "A=a1", "B=b2", "C=3:c"]),
         # one line: overrides in place, new names appended in order, every $VAR the value before

@@ -380,3 +380,38 @@ def test_a_multiplexed_stream_is_demultiplexed() -> None:
     assert _demux(frame(1, b"out\n") + frame(2, b"err\n") + frame(1, b"more")) == b"out\nerr\nmore"
     assert _demux(b"plain tty output\n") == b"plain tty output\n"
     assert _demux(b"") == b""
+
+
+@pytest.mark.parametrize(
+    ("messages", "loaded", "failure"),
+    [
+        ([{"stream": "Loaded image ID: sha256:" + "a" * 64 + "\n"}], "sha256:" + "a" * 64, None),  # Docker
+        ([{"stream": "Loaded image: sha256:" + "b" * 64}], "sha256:" + "b" * 64, None),  # Podman
+        ([{"stream": "Loaded image: app:1\n"}], None, None),  # names no ID
+        (  # the containerd store says a failed unpack as text, after reporting the load
+            [
+                {"stream": "Loaded image ID: sha256:" + "c" * 64 + "\n"},
+                {"stream": "Error unpacking image sha256:" + "c" * 64 + ": layer not found\n"},
+            ],
+            None,
+            "Error unpacking image sha256:" + "c" * 64 + ": layer not found",
+        ),
+        ([{"errorDetail": {"message": "bad archive"}, "error": "bad archive"}], None, "bad archive"),
+    ],
+)
+def test_a_load_reports_the_id_the_engine_names_or_its_failure(
+    engine: Engine, tmp_path: Path, messages: list[dict[str, Any]], loaded: str | None, failure: str | None
+) -> None:
+    engine.stream_path = "images/load"
+    engine.stream = [stream_of(*messages)]
+    daemon = daemon_for(engine)
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"\0" * 1024)
+    with archive.open("rb") as f:
+        if failure is None:
+            assert daemon.load(f, 1024, stall=5) == loaded
+        else:
+            with pytest.raises(EngineStreamError) as caught:
+                daemon.load(f, 1024, stall=5)
+            assert caught.value.reason == failure
+    assert wait_for(lambda: engine.open == 0), f"{engine.open} connection(s) left open"

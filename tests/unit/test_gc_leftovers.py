@@ -13,7 +13,7 @@ import pytest
 from envkit.docker import labels
 from envkit.docker.engine import Image
 from envkit.errors import DaemonError, daemon_error
-from envkit.images import build, classic, gc
+from envkit.images import archive, build, gc
 from envkit.progress import Silent
 
 STACK = "shop"
@@ -142,6 +142,6 @@ def test_a_failed_classic_build_discards_only_its_own_untagged_image(case: str) 
         engine.refuse = DaemonError("DELETE answered 500", 500)
     elif case == "gone":
         engine.images.clear()
-    removed = classic.discard(engine, "sha256:made", OURS)  # type: ignore[arg-type]
+    removed = archive.discard(engine, "sha256:made", OURS)  # type: ignore[arg-type]
     assert removed == (case == "leftover")
     assert engine.removed == (["sha256:made"] if case == "leftover" else [])
