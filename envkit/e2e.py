@@ -20,6 +20,7 @@ from envkit.config.model import StackConfig
 from envkit.docker.engine import Daemon
 from envkit.images.build import ensure, tally
 from envkit.progress import Progress
+from envkit.remote import warn_cache_reach
 from envkit.settings import Settings
 from envkit.stack.stack import Lease, Stack
 
@@ -50,6 +51,7 @@ def prepare(
     """Ensure every image and hold the whole stack; the run, whose summary so far says how long
     each took."""
     started = time.monotonic()
+    warn_cache_reach(config, settings, daemon.endpoint)  # a loopback cache, a remote engine
     results = ensure(config, daemon, progress=progress, build=build, settings=settings)
     images = f"images: {tally(results)} in {time.monotonic() - started:.1f}s"
     stack = Stack(config, daemon, progress, settings=settings)

@@ -231,7 +231,14 @@ class ServiceUnhealthy(EnvkitError, RuntimeError):
     """A service did not become healthy in time (or its container stopped); carries its last log lines."""
 
     def __init__(
-        self, service: str, check: str, seconds: float, reason: str, logs: Sequence[str] = ()
+        self,
+        service: str,
+        check: str,
+        seconds: float,
+        reason: str,
+        logs: Sequence[str] = (),
+        *,
+        fix: str = "",
     ) -> None:
         super().__init__(service, check, seconds, reason, list(logs))
         self.service = service
@@ -239,6 +246,9 @@ class ServiceUnhealthy(EnvkitError, RuntimeError):
         self.seconds = seconds
         self.reason = reason
         self.logs = list(logs)
+        # Replaces the usual fix when the service is not at fault (an unreachable service host);
+        # it crosses a pickle in the instance's __dict__.
+        self.fix = fix
 
     def __str__(self) -> str:
         tail = "".join(f"\n  | {line}" for line in self.logs)
@@ -246,8 +256,12 @@ class ServiceUnhealthy(EnvkitError, RuntimeError):
             f"service {self.service!r} did not become healthy: {self.reason} "
             f"(check: {self.check}; waited {self.seconds:.1f}s)"
             + (f"\n  last lines of its log:{tail}" if tail else "\n  (its log is empty)")
-            + "\n  fix: correct the service (its image, command or healthcheck), "
-            "or raise its start_timeout if it is only slow"
+            + "\n  fix: "
+            + (
+                self.fix
+                or "correct the service (its image, command or healthcheck), "
+                "or raise its start_timeout if it is only slow"
+            )
         )
 
 

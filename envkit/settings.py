@@ -18,6 +18,10 @@ value is a :class:`~envkit.errors.ConfigError` naming the variable and the fix.
 ``ENVKIT_CACHE``           a registry path as the images' remote cache (``REGISTRY/PATH``); it wins
                            over ``[stack] cache``, and set empty it turns the cache off
 ``ENVKIT_CACHE_PUSH``      ``1``: push every image a build made (and any the cache lacks) to it (CI)
+``ENVKIT_HOST``            the service host: where clients reach the stack's published ports (a host
+                           name or IP address); it wins over ``[stack] host`` and the engine's address
+``ENVKIT_PUBLISH``         the IP address the engine publishes ports on; it wins over ``[stack] publish``
+                           (default 127.0.0.1 for a local engine, every interface for a remote one)
 ``ENVKIT_FAULT``           for envkit's own fault tests only: ``PHASE`` or ``PHASE:stop`` makes the
                            process kill (or stop) itself at that phase (see :mod:`envkit.faults`)
 =========================  =====================================================================
@@ -25,9 +29,11 @@ value is a :class:`~envkit.errors.ConfigError` naming the variable and the fix.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -47,6 +53,8 @@ BUILD_STALL = "ENVKIT_BUILD_STALL"
 FAULT = "ENVKIT_FAULT"
 CACHE = "ENVKIT_CACHE"
 CACHE_PUSH = "ENVKIT_CACHE_PUSH"
+HOST = "ENVKIT_HOST"
+PUBLISH = "ENVKIT_PUBLISH"
 
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
 DEFAULT_GRACE = 3.0  # seconds a stack outlives its last holder, so a late joiner finds it up
@@ -70,6 +78,8 @@ class Settings:
     fault: str | None = None  # a fault test's phase (envkit.faults)
     cache: str | None = None  # ENVKIT_CACHE as set: None when unset, "" (turned off) when empty
     cache_push: bool = False
+    host: str | None = None  # ENVKIT_HOST: the service host (None: unset)
+    publish: str | None = None  # ENVKIT_PUBLISH: the address ports are published on (None: unset)
 
     def stay(self, keep: bool, ttl: float | None) -> tuple[bool, float | None]:
         """How long a holder wants the stack kept after it leaves: ``keep`` or ``ttl`` as
@@ -100,6 +110,10 @@ class Settings:
             fault=env.get(FAULT, "").strip() or None,
             cache=env[CACHE].strip() if CACHE in env else None,
             cache_push=_env_flag(env, CACHE_PUSH),
+            host=_env_checked(env, HOST, host_problem, f"set {HOST}=192.168.1.20 or {HOST}=docker-host"),
+            publish=_env_checked(
+                env, PUBLISH, publish_problem, f"set {PUBLISH}=0.0.0.0 or {PUBLISH}=10.0.0.5"
+            ),
         )
 
 
@@ -113,6 +127,52 @@ def seconds(raw: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{raw!r} is not a number of seconds (>= 0)")
     return value
+
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+def host_problem(raw: str) -> str | None:
+    """What is wrong with ``raw`` as a service host (a host name or an IP address, with no
+    scheme, port or path), or None when it is one."""
+    value = raw.strip()
+    if not value:
+        return "it is empty"
+    if "://" in value:
+        return f"{value!r} has a scheme: give the host alone"
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if ":" in value:
+        return f"{value!r} is not a host name or IP address (a port or brackets? give the host alone)"
+    if not _HOST_NAME.match(value):
+        return f"{value!r} is not a host name or IP address"
+    return None
+
+
+def publish_problem(raw: str) -> str | None:
+    """What is wrong with ``raw`` as the address to publish ports on (an IP address), or None."""
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address" if value else "it is empty"
+    return None
+
+
+def _env_checked(
+    env: Mapping[str, str], name: str, problem_of: Callable[[str], str | None], fix: str
+) -> str | None:
+    """The variable's value (stripped), None when unset; ConfigError when ``problem_of`` finds fault."""
+    if name not in env:
+        return None
+    problem = problem_of(env[name])
+    if problem:
+        raise ConfigError("environment", name, problem, f"{fix}, or unset it")
+    return env[name].strip()
 
 
 @overload

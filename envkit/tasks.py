@@ -106,8 +106,10 @@ def build(
     with user_errors():
         from envkit.images.build import ensure, tally
         from envkit.progress import for_terminal
+        from envkit.remote import warn_cache_reach
 
         settings, config, daemon = _context()
+        warn_cache_reach(config, settings, daemon.endpoint)  # a loopback cache, a remote engine
         with for_terminal(quiet) as progress:
             results = ensure(
                 config,
@@ -292,6 +294,8 @@ def status(c: Context, json: bool = False) -> None:
         stores = {"classic": "classic image store", "containerd": "containerd image store"}
         store = stores.get(engine["store"], engine["store"])
         print(f"  {product} {engine['version']}, API {engine['api_version']}, {store}")
+    print(f"service host: {info['host']} (from {info['host_source']})")
+    print(f"ports published on: {info['publish']} (from {info['publish_source']})")
     remote = info["cache"]
     if remote:
         pushing = "; builds push to it (ENVKIT_CACHE_PUSH)" if remote["push"] else ""
@@ -341,21 +345,27 @@ def config_(c: Context, json: bool = False) -> None:
     with user_errors():
         from envkit.config import show
         from envkit.config.find import load
+        from envkit.docker.transport import discover
         from envkit.images.cache import resolve
+        from envkit.remote import service_host
         from envkit.settings import Settings
 
         settings = Settings.from_env()
         stack = load(settings=settings)
         remote = resolve(stack, settings)  # the cache in use: ENVKIT_CACHE wins over [stack] cache
+        reach = service_host(discover(), stack, settings)  # the engine's address, not a connection
     if json:
         data = show.to_json(stack)
         data["cache"] = None if remote is None else {**remote.to_json(), "push": settings.cache_push}
+        data.update(reach.to_json())  # host, host_source, publish, publish_source
         print(_json.dumps(data, indent=2))
         return
     print(show.to_text(stack))
     if remote is not None:
         pushing = ", builds push to it" if settings.cache_push else ""
         print(f"cache: {remote.repository} (from {remote.source}{pushing})")
+    print(f"service host: {reach.host} (from {reach.source})")
+    print(f"ports published on: {reach.publish} (from {reach.publish_source})")
 
 
 @task(

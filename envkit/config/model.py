@@ -131,6 +131,8 @@ class StackConfig:
     files: tuple[Path, ...] = ()  # every file the stack was read from (compose: in merge order)
     notes: tuple[str, ...] = ()  # what the loader left out or changed, and why
     cache: str | None = None  # [stack] cache: a registry path as the images' remote cache
+    host: str | None = None  # [stack] host: where clients reach published ports (envkit.remote)
+    publish: str | None = None  # [stack] publish: the IP address the engine publishes ports on
 
     @property
     def id(self) -> str:

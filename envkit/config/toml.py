@@ -27,10 +27,10 @@ from envkit.config.model import (
 )
 from envkit.errors import ConfigError
 from envkit.images import dockerfile as dockerfile_mod
-from envkit.settings import PREFIX
+from envkit.settings import PREFIX, host_problem, publish_problem
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-_STACK_KEYS = {"name", "pull", "cache", "compose"}  # compose: read by config.find
+_STACK_KEYS = {"name", "pull", "cache", "compose", "host", "publish"}  # compose: read by config.find
 _IMAGE_KEYS = {"context", "dockerfile", "recipe", "args", "target", "platform"}
 _TOP_KEYS = {"stack", "images", "services"}
 _SERVICE_KEYS = {"image", "ports", "environment", "command", "depends_on", "healthcheck", "start_timeout"}
@@ -60,6 +60,18 @@ def parse(data: dict[str, Any], *, file: Path, root: Path, prefix: str, state_di
         problem = repository_problem(cache) if isinstance(cache, str) else "not a string"
         if problem:
             raise err("stack.cache", problem, 'write cache = "REGISTRY/PATH", e.g. "ghcr.io/team/envkit"')
+    host = stack.get("host")
+    if host is not None:
+        problem = host_problem(host) if isinstance(host, str) else "not a string"
+        if problem:
+            raise err("stack.host", problem, 'write host = "192.168.1.20" (a host name or IP address alone)')
+    publish = stack.get("publish")
+    if publish is not None:
+        problem = publish_problem(publish) if isinstance(publish, str) else "not a string"
+        if problem:
+            raise err(
+                "stack.publish", problem, 'write publish = "10.0.0.5" (an IP address of the engine\'s host)'
+            )
 
     images_table = _table(data, "images", err, required=False)
     raw: dict[str, dict[str, Any]] = {}
@@ -87,6 +99,8 @@ def parse(data: dict[str, Any], *, file: Path, root: Path, prefix: str, state_di
         images=images,
         services=services,
         cache=cache,
+        host=host.strip() if host is not None else None,
+        publish=publish.strip() if publish is not None else None,
     )
 
 

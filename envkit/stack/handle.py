@@ -7,19 +7,18 @@ from dataclasses import dataclass
 
 from envkit.config.model import env_name
 from envkit.errors import EndpointError
+from envkit.remote import LOOPBACK
 from envkit.settings import PREFIX
 from envkit.stack.state import StackState
-
-HOST = "127.0.0.1"  # every port is published here, and only here
 
 
 @dataclass(frozen=True)
 class StackHandle:
-    """Where the stack's services are reached from the host."""
+    """Where the stack's services are reached from this machine."""
 
     stack: str
     ports: Mapping[str, Mapping[int, int]]  # service -> container port -> host port
-    host: str = HOST
+    host: str = LOOPBACK  # the service host (envkit.remote): where every published port is reached
 
     def endpoint(self, service: str, port: int) -> tuple[str, int]:
         """``(host, port)`` at which ``service``'s container port ``port`` is published."""
@@ -34,7 +33,7 @@ class StackHandle:
     def url(self, service: str, port: int, scheme: str = "http") -> str:
         """``scheme://host:port`` of a published port (no trailing slash)."""
         host, host_port = self.endpoint(service, port)
-        return f"{scheme}://{host}:{host_port}"
+        return f"{scheme}://{_bracketed(host)}:{host_port}"
 
     def env(self) -> dict[str, str]:
         """``ENVKIT_<SERVICE>_HOST`` and ``ENVKIT_<SERVICE>_PORT_<N>`` for every published port."""
@@ -49,9 +48,14 @@ class StackHandle:
     def endpoints(self) -> dict[str, dict[str, str]]:
         """Service -> container port -> ``host:port``, for people and JSON."""
         return {
-            name: {str(p): f"{self.host}:{hp}" for p, hp in sorted(ports.items())}
+            name: {str(p): f"{_bracketed(self.host)}:{hp}" for p, hp in sorted(ports.items())}
             for name, ports in sorted(self.ports.items())
         }
+
+
+def _bracketed(host: str) -> str:
+    """``host`` as it goes before ``:port``: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def handle(stack_id: str, state: StackState | None) -> StackHandle:
@@ -60,4 +64,4 @@ def handle(stack_id: str, state: StackState | None) -> StackHandle:
     for name, svc in state.services.items() if state else ():
         if svc.status == "healthy":
             ports[name] = {int(p): hp for p, hp in svc.ports.items()}
-    return StackHandle(stack=stack_id, ports=ports)
+    return StackHandle(stack=stack_id, ports=ports, host=(state.host if state else None) or LOOPBACK)

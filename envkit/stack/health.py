@@ -1,7 +1,11 @@
 """Whether a service is up: one probe class per kind of check, one wait loop.
 
 ``cmd`` runs in the container (exit 0 is healthy), ``http`` and ``tcp`` run
-from the host through the published port, ``image`` reads Docker's own
+from this machine through the published port at the service host
+(:mod:`envkit.remote`), and a success counts only when the engine still
+publishes the container port at the port probed (checked once, after the
+first success) and the listener can be the engine's: a listener on this
+machine's loopback is not a remote engine's. ``image`` reads Docker's own
 HEALTHCHECK (a container without one is healthy once it runs), ``none`` asks
 only that it runs. A one-shot service is waited for until it exits
 (:func:`wait_completed`): exit 0 is success. The loop
@@ -15,12 +19,13 @@ import http.client
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from envkit.config.model import HealthCheck, ServiceSpec
 from envkit.docker.engine import ContainerDetails, Daemon
 from envkit.errors import DaemonError, ServiceUnhealthy
-from envkit.stack.handle import HOST
+from envkit.remote import LOCAL, ServiceHost
 
 PROBE_INTERVAL = 0.2  # seconds between probes
 
@@ -74,42 +79,98 @@ class CommandCheck:
         return result.exit_code == 0, f"exit code {result.exit_code}" + (f": {tail[0]}" if tail[0] else "")
 
 
-class HttpCheck:
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP or TCP probe: healthy or not, why, and whether it reached the host at all (a
+    refused or timed-out connection, or a name that does not resolve, did not)."""
+
+    ok: bool
+    why: str
+    reached: bool = True
+    unresolved: bool = False  # the host's name does not resolve
+
+
+class NetworkCheck:
+    """What the HTTP and TCP checks share: the service host they probe, and what the attempts
+    so far say about it (for the error when the service never becomes healthy)."""
+
+    def __init__(self, port: int, reach: ServiceHost = LOCAL) -> None:
+        self.port = port
+        self.reach = reach
+        self.attempts = 0
+        self.unreached = 0  # attempts that never connected
+        self.unresolved = False
+        self.foreign = ""  # the last answer of a listener that cannot be the engine's
+        self.probed: int | None = None  # the host port of the last successful attempt
+
+    def attempt(self, host_port: int) -> Attempt:
+        raise NotImplementedError
+
+    def __call__(self, details: ContainerDetails, remaining: float) -> tuple[bool, str]:
+        host_port = details.ports.get(str(self.port))
+        if host_port is None:
+            return False, f"port {self.port} is not published yet"
+        result = self.attempt(host_port)
+        self.attempts += 1
+        self.unreached += not result.reached
+        self.unresolved = self.unresolved or result.unresolved
+        if result.ok and self.reach.foreign_loopback:
+            self.foreign = (
+                f"a listener at {self.reach.host}:{host_port} answered ({result.why}), but the engine at "
+                f"{self.reach.engine} is on another machine: that listener is not the service"
+            )
+            return False, self.foreign
+        self.probed = host_port if result.ok else None
+        return result.ok, result.why
+
+    def unreachable(self) -> tuple[str, str] | None:
+        """``(reason, fix)`` when the attempts say the service host is the problem, not the
+        service: its name does not resolve, no attempt ever connected (unless it is a local
+        socket's loopback, where that only means a slow service), or only a listener that cannot
+        be the engine's answered."""
+        host = f"the service host {self.reach.host}"
+        if self.unresolved:
+            reason = f"{host} does not resolve"
+        elif self.foreign:
+            reason = self.foreign
+        elif self.attempts and self.unreached == self.attempts and self.reach.overridable:
+            reason = f"{host} could not be reached: none of {self.attempts} connections to it succeeded"
+        else:
+            return None
+        return reason, self.reach.reachable()
+
+
+class HttpCheck(NetworkCheck):
     """GET ``path`` through the published port; a 2xx or 3xx answer is healthy."""
 
-    def __init__(self, path: str, port: int) -> None:
+    def __init__(self, path: str, port: int, reach: ServiceHost = LOCAL) -> None:
+        super().__init__(port, reach)
         self.path = path
-        self.port = port
 
-    def __call__(self, details: ContainerDetails, remaining: float) -> tuple[bool, str]:
-        host_port = details.ports.get(str(self.port))
-        if host_port is None:
-            return False, f"port {self.port} is not published yet"
-        return http_probe(host_port, self.path)
+    def attempt(self, host_port: int) -> Attempt:
+        return http_attempt(self.reach.host, host_port, self.path)
 
 
-class TcpCheck:
+class TcpCheck(NetworkCheck):
     """The published port is served (see :func:`tcp_probe`)."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def __call__(self, details: ContainerDetails, remaining: float) -> tuple[bool, str]:
-        host_port = details.ports.get(str(self.port))
-        if host_port is None:
-            return False, f"port {self.port} is not published yet"
-        return tcp_probe(host_port)
+    def attempt(self, host_port: int) -> Attempt:
+        return tcp_attempt(self.reach.host, host_port)
 
 
 def probe_for(
-    check: HealthCheck, daemon: Daemon, cid: str, clock: Callable[[], float] = time.monotonic
+    check: HealthCheck,
+    daemon: Daemon,
+    cid: str,
+    clock: Callable[[], float] = time.monotonic,
+    reach: ServiceHost = LOCAL,
 ) -> Probe:
     if check.kind == "cmd":
         return CommandCheck(daemon, cid, check.cmd)
     if check.kind == "http":
-        return HttpCheck(check.path, check.port)
+        return HttpCheck(check.path, check.port, reach)
     if check.kind == "tcp":
-        return TcpCheck(check.port)
+        return TcpCheck(check.port, reach)
     return ImageCheck(clock)
 
 
@@ -171,14 +232,17 @@ def wait_healthy(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     probe: Probe | None = None,
+    reach: ServiceHost = LOCAL,
 ) -> Mapping[str, int]:
     """Probe the service's container until it is healthy; its published ports.
 
     Raises :class:`ServiceUnhealthy` (with the last lines of its log, read by
     ``logs(cid)``) when its container stops, or when ``spec.start_timeout``
-    seconds since ``started`` pass without a healthy probe.
+    seconds since ``started`` pass without a healthy probe; when the attempts
+    say that the service host (``reach``) is at fault, the error says so and
+    how to set it.
     """
-    probe = probe or probe_for(spec.healthcheck, daemon, cid, clock)
+    probe = probe or probe_for(spec.healthcheck, daemon, cid, clock, reach)
     deadline = started + spec.start_timeout
     check = spec.healthcheck.describe()
     while True:
@@ -190,8 +254,22 @@ def wait_healthy(
             raise ServiceUnhealthy(spec.name, check, clock() - started, f"its container {how}", logs(cid))
         ok, why = probe(details, deadline - clock())
         if ok:
-            return details.ports
+            ports, why = _confirmed(daemon, cid, probe, details.ports)
+            if ports is not None:
+                return ports
         if clock() >= deadline:
+            unreachable = probe.unreachable() if isinstance(probe, NetworkCheck) else None
+            if unreachable is not None:
+                reason, fix = unreachable
+                raise ServiceUnhealthy(
+                    spec.name,
+                    check,
+                    clock() - started,
+                    f"not healthy within its start_timeout of {spec.start_timeout:g}s: {reason} "
+                    f"(last check: {why})",
+                    logs(cid),
+                    fix=fix,
+                )
             raise ServiceUnhealthy(
                 spec.name,
                 check,
@@ -202,19 +280,58 @@ def wait_healthy(
         sleep(PROBE_INTERVAL)
 
 
-def http_probe(port: int, path: str) -> tuple[bool, str]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=2)
+def _confirmed(
+    daemon: Daemon, cid: str, probe: Probe, ports: Mapping[str, int]
+) -> tuple[Mapping[str, int] | None, str]:
+    """The published ports once a probe succeeded, or None and why the success does not count.
+
+    A network check's success counts only when the engine, asked again now, publishes the
+    container port at the port that answered: another listener at that port (the engine gave
+    the container another one, or none) is not the service. One inspect, after a success only.
+    """
+    if not isinstance(probe, NetworkCheck) or probe.probed is None:
+        return ports, "healthy"
+    now = daemon.inspect_container(cid)
+    published = now.ports.get(str(probe.port)) if now is not None and now.running else None
+    if published == probe.probed:
+        return now.ports if now is not None else ports, "healthy"
+    where = f"port {published}" if published is not None else "no port"
+    return None, (
+        f"port {probe.probed} answered, but the engine now publishes container port {probe.port} "
+        f"at {where}: that answer was not the service"
+    )
+
+
+def http_probe(port: int, path: str, host: str = LOCAL.host) -> tuple[bool, str]:
+    """GET ``path`` at ``host:port``: healthy on a 2xx or 3xx answer, and why."""
+    result = http_attempt(host, port, path)
+    return result.ok, result.why
+
+
+def http_attempt(host: str, port: int, path: str) -> Attempt:
+    conn = http.client.HTTPConnection(host, port, timeout=2)
     try:
-        conn.request("GET", path)
-        status = conn.getresponse().status
-    except (OSError, http.client.HTTPException) as err:
-        return False, f"GET {path}: {type(err).__name__}: {err}".rstrip(": ")
+        try:
+            conn.connect()
+        except OSError as err:
+            return _unreached(f"GET {path}", err)
+        try:
+            conn.request("GET", path)
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException) as err:
+            return Attempt(False, f"GET {path}: {type(err).__name__}: {err}".rstrip(": "))
     finally:
         conn.close()
-    return 200 <= status < 400, f"GET {path} answered {status}"
+    return Attempt(200 <= status < 400, f"GET {path} answered {status}")
 
 
-def tcp_probe(port: int) -> tuple[bool, str]:
+def tcp_probe(port: int, host: str = LOCAL.host) -> tuple[bool, str]:
+    """Whether something serves the port behind the published one, and why (see :func:`tcp_attempt`)."""
+    result = tcp_attempt(host, port)
+    return result.ok, result.why
+
+
+def tcp_attempt(host: str, port: int) -> Attempt:
     """Whether something serves the port behind the published one.
 
     docker-proxy accepts a connection on the host port before the service
@@ -222,17 +339,31 @@ def tcp_probe(port: int) -> tuple[bool, str]:
     that stays open (or sends data) is served, one closed at once is not.
     """
     try:
-        sock = socket.create_connection((HOST, port), timeout=2)
+        sock = socket.create_connection((host, port), timeout=2)
     except OSError as err:
-        return False, f"connect: {err.strerror or err}"
+        return _unreached("connect", err)
     try:
         sock.settimeout(0.3)
         try:
             data = sock.recv(1)
         except TimeoutError:
-            return True, "connection held open"
+            return Attempt(True, "connection held open")
         except OSError as err:
-            return False, f"connection reset ({err.strerror or err})"
-        return (True, "the service spoke first") if data else (False, "connection closed at once")
+            return Attempt(False, f"connection reset ({err.strerror or err})")
+        return (
+            Attempt(True, "the service spoke first") if data else Attempt(False, "connection closed at once")
+        )
     finally:
         sock.close()
+
+
+def _unreached(what: str, err: OSError) -> Attempt:
+    """A connection that was never made: refused, timed out, unroutable, or a name that does not resolve."""
+    if isinstance(err, socket.gaierror):
+        return Attempt(False, f"{what}: cannot resolve the host ({err.strerror or err})", False, True)
+    detail = (
+        "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err) or type(err).__name__)
+    )
+    return Attempt(
+        False, f"{what}: {type(err).__name__}: {detail}" if what != "connect" else f"connect: {detail}", False
+    )

@@ -24,8 +24,8 @@ from envkit.docker import labels
 from envkit.docker.engine import ContainerSpec, Daemon
 from envkit.errors import EnvkitError, ServiceUnhealthy, StackStopped
 from envkit.progress import Progress, State
+from envkit.remote import LOCAL, ServiceHost
 from envkit.stack import health, lease
-from envkit.stack.handle import HOST
 from envkit.stack.objects import StackObjects
 from envkit.stack.state import ServiceState, StackState, StateFile
 from envkit.stack.wanted import Wanted
@@ -48,8 +48,10 @@ class Launcher:
         locked: Callable[[], contextlib.AbstractContextManager[None]],
         progress: Progress,
         fault: str | None = None,
+        reach: ServiceHost = LOCAL,
     ) -> None:
         self.config = config
+        self.reach = reach  # where ports are published, and where the health checks reach them
         self.daemon = daemon
         self.me = me
         self.wanted = wanted
@@ -200,7 +202,7 @@ class Launcher:
             ports=spec.ports,
             network=self.config.id,
             aliases=[name, *spec.aliases],
-            host=HOST,
+            host=self.reach.publish,
             entrypoint=spec.entrypoint,
             user=spec.user,
             working_dir=spec.working_dir,
@@ -234,7 +236,13 @@ class Launcher:
                 ports: Mapping[str, int] = {}
             else:
                 ports = health.wait_healthy(
-                    self.daemon, spec, cid, started, logs=self.objects.logs, sleep=self._sleep
+                    self.daemon,
+                    spec,
+                    cid,
+                    started,
+                    logs=self.objects.logs,
+                    sleep=self._sleep,
+                    reach=self.reach,
                 )
         except ServiceUnhealthy as err:
             self._raise_if_stopped(name)  # killed by `envkit down --all`, not unhealthy
@@ -247,6 +255,7 @@ class Launcher:
                 "seconds": err.seconds,
                 "reason": err.reason,
                 "logs": err.logs,
+                **({"fix": err.fix} if err.fix else {}),
             }
             with contextlib.suppress(StackStopped):
                 self._update(name, status="failed", error=error, owner=None)

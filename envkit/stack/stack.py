@@ -35,6 +35,7 @@ from envkit.config.model import StackConfig
 from envkit.docker.engine import Daemon
 from envkit.errors import ConfigError, EnvkitError, StateCorrupt, StateDirInUse, StateError
 from envkit.progress import Progress, Silent
+from envkit.remote import service_host
 from envkit.settings import Settings
 from envkit.stack import lease, reaper
 from envkit.stack.handle import StackHandle, handle
@@ -198,6 +199,7 @@ class Stack:
         self.state_dir = config.state_dir
         self.state_file = StateFile(self.state_dir)
         self.objects = StackObjects(daemon, self.id, fault=self.settings.fault)
+        self.reach = service_host(daemon.endpoint, config, self.settings)
 
     def wanted(self, services: Sequence[str] | None) -> list[str]:
         """The services to start, dependencies first: all of them, or ``services`` and their depends_on."""
@@ -231,7 +233,13 @@ class Stack:
         """
         names = self.wanted(services)
         want = desired(
-            self.config, self.daemon, names, progress=self.progress, settings=self.settings, build=build
+            self.config,
+            self.daemon,
+            names,
+            progress=self.progress,
+            settings=self.settings,
+            build=build,
+            publish=self.reach.publish,
         )
         holder = lease.new_holder("process", services=tuple(names), keep=keep, ttl=ttl)
         with self._locked():
@@ -257,6 +265,7 @@ class Stack:
             state = actions.state
             if actions.network:
                 state.network = self.id
+            state.host, state.publish = self.reach.host, self.reach.publish  # the last acquire's word
             state.hold_keep = state.hold_keep or keep
             if ttl is not None:
                 state.hold_ttl = max(ttl, state.hold_ttl or 0.0)
@@ -287,6 +296,7 @@ class Stack:
                 locked=self._locked,
                 progress=self.progress,
                 fault=self.settings.fault,
+                reach=self.reach,
             )
             launcher.run(names)
             held = Lease(self, registration, handle(self.id, self.state_file.read()))
@@ -463,4 +473,4 @@ class Stack:
         """What runs, who holds it and for how long it stays: a JSON-ready dict (changes nothing)."""
         from envkit.stack.status import status
 
-        return status(self.config, self.daemon, revive=self.revive_reaper)
+        return status(self.config, self.daemon, self.reach, revive=self.revive_reaper)

@@ -37,7 +37,9 @@ class ServiceState:
     status: str  # "starting", "healthy", "completed" (a one-shot service) or "failed"
     owner: str | None = None  # id of the holder starting it (None: nobody yet)
     container: str | None = None
-    ports: dict[str, int] = field(default_factory=dict)  # container port -> host port (127.0.0.1)
+    ports: dict[str, int] = field(
+        default_factory=dict
+    )  # container port -> host port (on the publish address)
     error: dict[str, Any] | None = None  # ServiceUnhealthy's fields, when failed
     since: float = field(default_factory=time.time)
 
@@ -58,6 +60,10 @@ class StackState:
     # `envkit down`) or a TTL. It applies whoever leaves last.
     hold_keep: bool = False
     hold_ttl: float | None = None
+    # Where clients reach the published ports, and where the engine publishes them
+    # (envkit.remote.ServiceHost): set by each acquire, so every process reports the same.
+    host: str | None = None
+    publish: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -87,6 +93,8 @@ class StackState:
             idle_keep=_flag(data, "idle_keep"),
             hold_keep=_flag(data, "hold_keep"),
             hold_ttl=_number(data, "hold_ttl", optional=True),
+            host=_text(data, "host", optional=True),
+            publish=_text(data, "publish", optional=True),
         )
 
 
@@ -107,7 +115,8 @@ def _service(name: str, data: Any) -> ServiceState:
     error = data.get("error")
     if error is not None and not (
         isinstance(error, dict)
-        and set(error) == {"service", "check", "seconds", "reason", "logs"}
+        and set(error) - {"fix"} == {"service", "check", "seconds", "reason", "logs"}
+        and isinstance(error.get("fix", ""), str)
         and isinstance(error["logs"], list)
         and all(isinstance(error[k], str) for k in ("service", "check", "reason"))
         and _is_number(error["seconds"])

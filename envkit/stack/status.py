@@ -10,17 +10,22 @@ from envkit.config.model import StackConfig
 from envkit.docker.engine import Container, Daemon
 from envkit.errors import StateCorrupt
 from envkit.fsutil import check_state_dir
+from envkit.remote import ServiceHost
 from envkit.stack import lease, reaper
-from envkit.stack.handle import HOST
 from envkit.stack.objects import StackObjects, refuse_another
 from envkit.stack.state import StateFile
 
 
 def status(
-    config: StackConfig, daemon: Daemon, *, revive: Callable[[], bool] | None = None
+    config: StackConfig,
+    daemon: Daemon,
+    reach: ServiceHost,
+    *,
+    revive: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """The stack's status as a JSON-ready dict. ``revive`` starts a reaper for a stack that is
-    up with none watching it (a killed reaper), and says whether it did.
+    up with none watching it (a killed reaper), and says whether it did. The service host and
+    publish address are those the stack's last acquire recorded, else ``reach``'s.
 
     A state directory that holds another stack, which runs, is :class:`StateDirInUse`: its
     holders and services are not this stack's to show."""
@@ -39,6 +44,8 @@ def status(
         where = f" (the project at {state.root})" if state.root else ""
         problem = f"{config.state_dir} holds stack {state.stack!r}{where}, which no longer runs, not this one"
         state, found = None, []  # what is left of it is not this stack's
+    reached = _reached(reach, state.host if state else None, state.publish if state else None)
+    host = f"[{reached['host']}]" if ":" in reached["host"] else reached["host"]
     containers = {c.id: c for c in StackObjects(daemon, config.id).containers()}
     services = {}
     for name in sorted(set(config.services) | set(state.services if state else ())):
@@ -49,7 +56,7 @@ def status(
             "container": c.status if c else None,
             "image": svc.image if svc else None,
             "inputs": svc.inputs if svc else None,
-            "endpoints": {p: f"{HOST}:{hp}" for p, hp in sorted(svc.ports.items())} if svc else {},
+            "endpoints": {p: f"{host}:{hp}" for p, hp in sorted(svc.ports.items())} if svc else {},
             "error": svc.error.get("reason") if svc and svc.error else None,
         }
     holders = []
@@ -82,6 +89,7 @@ def status(
         "running": any(c.running for c in containers.values()),  # not a stack of exited containers
         "up_for": round(now - state.created, 1) if state else None,
         "network": state.network if state else None,
+        **reached,  # host, host_source, publish, publish_source
         "services": services,
         "holders": holders,
         "idle": idle,
@@ -90,6 +98,17 @@ def status(
         "reaper": reaper.running(config.state_dir),
         "state_error": problem,
     }
+
+
+def _reached(reach: ServiceHost, host: str | None, publish: str | None) -> dict[str, str]:
+    """The service host and publish address to show: what the stack recorded, else ``reach``."""
+    out = reach.to_json()
+    recorded = "recorded by the acquire that started or last joined the stack"
+    if host is not None and host != reach.host:
+        out.update(host=host, host_source=recorded)
+    if publish is not None and publish != reach.publish:
+        out.update(publish=publish, publish_source=recorded)
+    return out
 
 
 def _now(recorded: str, container: Container | None, network: str | None) -> str:

@@ -16,6 +16,7 @@ from envkit.config.model import ServiceSpec, StackConfig
 from envkit.docker.engine import Daemon
 from envkit.images.build import base_identity, ensure
 from envkit.progress import Progress
+from envkit.remote import LOOPBACK, warn_cache_reach
 from envkit.settings import Settings
 
 
@@ -39,14 +40,17 @@ def desired(
     progress: Progress,
     settings: Settings,
     build: bool = True,
+    publish: str = LOOPBACK,
 ) -> dict[str, Wanted]:
     """Each service of ``names`` as it would run now: its image ensured (built if need be, or
     ImageMissing with ``build=False``), its inputs hashed. The only part of an acquire that
-    looks at images; the decision itself (:func:`reconcile`) needs none of it."""
+    looks at images; the decision itself (:func:`reconcile`) needs none of it. ``publish`` is
+    the address its ports are published on (a change replaces its container)."""
     services = [config.services[n] for n in names]
     stack_images = sorted({s.image for s in services if s.image in config.images})
     tags = {}
     if stack_images:
+        warn_cache_reach(config, settings, daemon.endpoint)  # a loopback cache, a remote engine
         results = ensure(
             config, daemon, names=stack_images, progress=progress, build=build, settings=settings
         )
@@ -57,7 +61,7 @@ def desired(
     out = {}
     for spec in services:
         if spec.image in tags:
-            out[spec.name] = wanted(spec, tags[spec.image], tags[spec.image])
+            out[spec.name] = wanted(spec, tags[spec.image], tags[spec.image], publish)
         else:
             policy = spec.pull_policy or config.pull
             identity = base_identity(
@@ -68,17 +72,17 @@ def desired(
                 progress,
                 stall=settings.build_stall,
             )
-            out[spec.name] = wanted(spec, spec.image, identity)
+            out[spec.name] = wanted(spec, spec.image, identity, publish)
     return out
 
 
-def wanted(spec: ServiceSpec, ref: str, identity: str) -> Wanted:
+def wanted(spec: ServiceSpec, ref: str, identity: str, publish: str = LOOPBACK) -> Wanted:
     """The service ``spec`` running image ``ref`` (whose identity is ``identity``: a content-
-    addressed tag, or an external image's ID or digest)."""
-    return Wanted(image=ref, inputs=inputs_hash(spec, identity), summary=f"image {ref}")
+    addressed tag, or an external image's ID or digest), its ports published on ``publish``."""
+    return Wanted(image=ref, inputs=inputs_hash(spec, identity, publish), summary=f"image {ref}")
 
 
-def inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
+def inputs_hash(spec: ServiceSpec, image_identity: str, publish: str = LOOPBACK) -> str:
     """The hash of everything a service's container is made from: a change restarts it."""
     data: dict[str, Any] = {
         "schema": INPUTS_SCHEMA,
@@ -105,6 +109,7 @@ def inputs_hash(spec: ServiceSpec, image_identity: str) -> str:
         "stop_signal": spec.stop_signal,
         "tty": spec.tty,
         "stdin_open": spec.stdin_open,
+        "publish": publish if spec.ports and publish != LOOPBACK else None,
     }
     data.update({key: value for key, value in more.items() if value not in (None, False, [], {})})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]

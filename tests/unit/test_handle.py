@@ -19,8 +19,9 @@ import pytest
 
 from envkit.config.model import HealthCheck, ServiceSpec
 from envkit.errors import ConfigError, EndpointError
+from envkit.remote import LOOPBACK as HOST
 from envkit.settings import Settings
-from envkit.stack.handle import HOST, StackHandle
+from envkit.stack.handle import StackHandle
 from envkit.stack.handle import handle as _handle
 from envkit.stack.health import http_probe as _http_probe
 from envkit.stack.health import tcp_probe as _tcp_probe

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import http.server
+import socket
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from envkit.config.model import HealthCheck, ServiceSpec
 from envkit.docker.engine import ContainerDetails, ExecResult
+from envkit.docker.transport import Endpoint
 from envkit.errors import DaemonError, ServiceUnhealthy
+from envkit.remote import LOCAL, ServiceHost, service_host
+from envkit.settings import Settings
 from envkit.stack.health import CommandCheck, HttpCheck, ImageCheck, TcpCheck, probe_for, wait_healthy
 
 
@@ -191,3 +198,157 @@ def test_the_loop_stops_at_once_when_the_container_stops() -> None:
             sleep=clock.sleep,  # type: ignore[arg-type]
         )
     assert len(clock.slept) == 1
+
+
+# --- probes go to the service host, and count only through the engine's port --------------------
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.asked += 1  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def answering(host: str = "127.0.0.1") -> Iterator[http.server.ThreadingHTTPServer]:
+    """An HTTP server on ``host`` answering 200 to every GET; ``.asked`` counts them."""
+    server = http.server.ThreadingHTTPServer((host, 0), _Ok)
+    server.asked = 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def on_port(port: int | None) -> ContainerDetails:
+    return ContainerDetails("c1", True, None, "", None, "", {"8000": port} if port else {})
+
+
+class Counting(Engine):
+    def __init__(self, states: Sequence[ContainerDetails]) -> None:
+        super().__init__(states)
+        self.inspects = 0
+
+    def inspect_container(self, cid: str) -> ContainerDetails:
+        self.inspects += 1
+        return super().inspect_container(cid)
+
+
+def wait(engine: Engine, check: HealthCheck, reach: ServiceHost = LOCAL, timeout: float = 2.0) -> Any:
+    clock = Clock()
+    return wait_healthy(
+        engine,  # type: ignore[arg-type]
+        spec(check, timeout),
+        "c1",
+        clock.now,
+        logs=lambda cid: ["last line"],
+        clock=clock,
+        sleep=clock.sleep,
+        reach=reach,
+    )
+
+
+REMOTE = service_host(Endpoint("tcp://10.0.0.5:2375", "DOCKER_HOST"), None, Settings())
+
+
+def reach_at(host: str, endpoint: str = "tcp://10.0.0.5:2375") -> ServiceHost:
+    return service_host(Endpoint(endpoint, "DOCKER_HOST"), None, Settings(host=host))
+
+
+def test_the_http_check_probes_the_service_host_not_this_machines_127_0_0_1() -> None:
+    with answering("127.0.0.2") as server:
+        port = server.server_address[1]
+        engine = Counting([on_port(port)])
+        check = HealthCheck("http", path="/h", port=8000)
+        assert wait(engine, check, reach_at("127.0.0.2", "unix:///x.sock")) == {"8000": port}
+        assert server.asked == 1  # type: ignore[attr-defined]
+        assert engine.inspects == 2  # the probe's, and one to confirm the port after the success
+        with pytest.raises(ServiceUnhealthy):
+            wait(Counting([on_port(port)]), check, LOCAL)  # nothing of it on 127.0.0.1
+
+
+def test_the_tcp_check_probes_the_service_host() -> None:
+    with socket.create_server(("127.0.0.3", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert wait(
+            Counting([on_port(port)]), HealthCheck("tcp", port=8000), reach_at("127.0.0.3", "unix:///x")
+        )
+
+
+@pytest.mark.parametrize("now", [None, 1], ids=["no-port-now", "another-port-now"])
+def test_a_success_counts_only_when_the_engine_still_publishes_that_port(now: int | None) -> None:
+    """Something answers at the port the engine gave first; asked again, the engine publishes the
+    container port elsewhere (or nowhere): that answer was another listener, not the service."""
+    with answering() as server:
+        port = server.server_address[1]
+        other = None if now is None else port + 1
+        engine = Counting([on_port(port), on_port(other)])  # the second answer, forever after
+        with pytest.raises(ServiceUnhealthy) as caught:
+            wait(engine, HealthCheck("http", path="/h", port=8000), timeout=0.0)  # one attempt
+        assert server.asked == 1  # type: ignore[attr-defined]
+        where = "no port" if other is None else f"port {other}"
+        assert f"port {port} answered, but the engine now publishes container port 8000 at {where}" in str(
+            caught.value
+        )
+
+
+def test_a_success_is_confirmed_with_one_inspect_only() -> None:
+    with answering() as server:
+        port = server.server_address[1]
+        engine = Counting([on_port(None), on_port(None), on_port(port)])
+        assert wait(engine, HealthCheck("http", path="/", port=8000), timeout=5) == {"8000": port}
+        assert engine.inspects == 4  # three probes' inspects, one confirmation
+
+
+def test_a_decoy_on_this_machines_loopback_never_counts_for_a_remote_engine() -> None:
+    """The issue's decoy: the engine on another machine published port P; a listener on this
+    machine's 127.0.0.1:P answers 200. With ENVKIT_HOST=127.0.0.1 the probes reach it, and
+    envkit must not call the service healthy; the error names ENVKIT_HOST."""
+    with answering() as decoy:
+        port = decoy.server_address[1]
+        engine = Counting([on_port(port)])
+        with pytest.raises(ServiceUnhealthy) as caught:
+            wait(engine, HealthCheck("http", path="/", port=8000), reach_at("127.0.0.1"))
+        assert decoy.asked > 1  # type: ignore[attr-defined]
+        err = caught.value
+        assert f"a listener at 127.0.0.1:{port} answered" in err.reason
+        assert "tcp://10.0.0.5:2375 is on another machine" in err.reason
+        assert "ENVKIT_HOST" in err.fix and "start_timeout" not in str(err).split("fix:")[1]
+
+
+@pytest.mark.parametrize("kind", ["http", "tcp"])
+def test_a_service_host_that_refuses_every_connection_is_named_not_the_start_timeout(kind: str) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    check = HealthCheck(kind, path="/h", port=8000)
+    with pytest.raises(ServiceUnhealthy) as caught:
+        wait(Counting([on_port(port)]), check, reach_at("127.0.0.1", "tcp://127.0.0.1:2375"))
+    err = caught.value
+    assert "the service host 127.0.0.1 could not be reached: none of" in err.reason
+    assert "ENVKIT_HOST" in err.fix
+    assert "raise its start_timeout" not in str(err)
+
+
+def test_a_service_host_that_does_not_resolve_is_named() -> None:
+    with pytest.raises(ServiceUnhealthy) as caught:
+        wait(Counting([on_port(40000)]), HealthCheck("tcp", port=8000), reach_at("no-such-host.invalid"))
+    assert "the service host no-such-host.invalid does not resolve" in caught.value.reason
+    assert "ENVKIT_HOST" in caught.value.fix
+
+
+def test_refused_connections_on_a_local_socket_are_still_a_slow_service() -> None:
+    """The default local case is unchanged: its advice is the service and its start_timeout."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(ServiceUnhealthy) as caught:
+        wait(Counting([on_port(port)]), HealthCheck("tcp", port=8000), LOCAL)
+    assert caught.value.fix == "" and "raise its start_timeout" in str(caught.value)
