@@ -263,3 +263,41 @@ def test_a_local_engine_still_publishes_on_127_0_0_1_only(
         deadline = time.monotonic() + 30
         while not sp.gone() and time.monotonic() < deadline:
             time.sleep(0.2)
+
+
+PLUGIN_TEST = """
+import os
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.services("web")
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_web(envkit_stack, i):
+    host, port = envkit_stack.endpoint("web", 8000)
+    assert host == os.environ["EXPECT_HOST"]
+    assert envkit_stack.env() == {"ENVKIT_WEB_HOST": host, "ENVKIT_WEB_PORT_8000": str(port)}
+    with urllib.request.urlopen(envkit_stack.url("web", 8000) + "/hostname", timeout=10) as answer:
+        assert answer.status == 200
+"""
+
+
+def test_the_plugin_under_xdist_gives_every_worker_the_remote_engines_address(
+    remote_project: StackProject, remote_engine: RemoteEngine
+) -> None:
+    sp, engine = remote_project, remote_engine
+    (sp.root / "tests").mkdir()
+    (sp.root / "tests" / "test_remote_web.py").write_text(PLUGIN_TEST)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "-q", "tests"],
+        cwd=sp.root,
+        env=sp.env(DOCKER_HOST=engine.docker_host, EXPECT_HOST=engine.ip),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "4 passed" in done.stdout
+    sp.wait_until(sp.gone, 30, "the stack gone from the remote engine after the session")
