@@ -358,12 +358,10 @@ def tcp_attempt(host: str, port: int) -> Attempt:
 
 
 def _unreached(what: str, err: OSError) -> Attempt:
-    """A connection that was never made: refused, timed out, unroutable, or a name that does not resolve."""
+    """A connection that was never made: refused, timed out, unroutable, or a name that does not
+    resolve. ``what`` starts the message: ``GET /path`` (with the error's type) or ``connect``."""
     if isinstance(err, socket.gaierror):
         return Attempt(False, f"{what}: cannot resolve the host ({err.strerror or err})", False, True)
-    detail = (
-        "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err) or type(err).__name__)
-    )
-    return Attempt(
-        False, f"{what}: {type(err).__name__}: {detail}" if what != "connect" else f"connect: {detail}", False
-    )
+    detail = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+    kind = "" if what == "connect" else f"{type(err).__name__}: "
+    return Attempt(False, f"{what}: {kind}{detail or type(err).__name__}", reached=False)
