@@ -166,6 +166,8 @@ def gc(c: Context, dry_run: bool = False, json: bool = False) -> None:
         print(f"{verb} {tag}")
     for tag in result.kept_in_use:
         print(f"kept {tag} (a container uses it)")
+    for container in result.containers:
+        print(f"{verb} container {container[:12]} (a killed build looked into a parent through it)")
     print(f"{len(result.removed)} image tags {verb}")
 
 

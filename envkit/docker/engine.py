@@ -77,7 +77,7 @@ class Container:
     state: str  # "running", "exited", "created", ...
     status: str  # "Up 3 seconds (healthy)"
     image: str
-    ports: Mapping[str, int] = field(default_factory=dict)  # container port -> 127.0.0.1 host port
+    ports: Mapping[str, int] = field(default_factory=dict)  # container port -> host port (IPv4)
     created: float = 0.0  # when it was created (Unix time)
     networks: tuple[str, ...] = ()  # the networks it is attached to
 
@@ -584,11 +584,42 @@ class _Images(_Registries):
             raise EngineStreamError(failure)
         return made
 
-    @_answer_shape
     def history(self, ref: str) -> list[str]:
         """``docker history REF``: what made each layer (``CreatedBy``), newest first."""
+        return [str(entry.get("CreatedBy") or "") for entry in self.history_entries(ref)]
+
+    @_answer_shape
+    def history_entries(self, ref: str) -> list[dict[str, Any]]:
+        """``docker history REF`` as the engine answers it, newest first: ``Created`` (whole
+        seconds), ``CreatedBy``, ``Comment`` and ``Size`` (its layer's, 0 for a step without one)."""
         found = self._json("GET", f"/images/{_path(ref)}/history") or []
-        return [str(entry.get("CreatedBy") or "") for entry in found]
+        return [dict(entry) for entry in found]
+
+    def create_idle(self, image: str, labels: Mapping[str, str]) -> str:
+        """A container of ``image`` that is created and never started, for its files to be
+        looked at (:meth:`container_archive`): its ID. The caller removes it."""
+        body = {
+            "Image": image,
+            "Entrypoint": ["/envkit-never-started"],
+            "Cmd": [],
+            "Labels": dict(labels),
+            "NetworkDisabled": True,
+            "HostConfig": {"NetworkMode": "none"},
+        }
+        created = self._json("POST", "/containers/create", body=body)
+        return str(created["Id"])
+
+    @_answer_shape
+    def container_archive(self, cid: str, path: str) -> Generator[bytes, None, None]:
+        """``docker cp CID:PATH -``: a tar of what is at ``path`` (a symlink there is not
+        followed; the engine follows those above it), as it arrives; close it to stop early. An
+        :class:`~envkit.errors.EngineNotFound` when nothing is there."""
+        url = f"/containers/{_path(cid)}/archive"
+        with self._call("GET", url, {"path": "/" + path.strip("/")}) as response:
+            try:
+                yield from response.chunks()
+            except TransportError as err:
+                raise daemon_error(_failed("GET", url, err, None), timed_out=err.timed_out) from None
 
     @_answer_shape
     def save(self, image: str, *, stall: float | None) -> Generator[bytes, None, None]:
@@ -689,7 +720,8 @@ class Daemon(_Images):
                 ports={
                     str(p["PrivatePort"]): int(p["PublicPort"])
                     for p in c.get("Ports") or []
-                    if p.get("PublicPort") and p.get("IP") in ("127.0.0.1", None)
+                    # the address publishing chose (loopback, every interface, one): IPv4's entry
+                    if p.get("PublicPort") and ":" not in str(p.get("IP") or "")
                 },
             )
             for c in found

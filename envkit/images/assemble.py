@@ -25,7 +25,6 @@ through a symlink, a source that matches nothing...) raises
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import re
@@ -36,14 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 from envkit.config.model import ImageSpec
 from envkit.docker.engine import Daemon
-from envkit.errors import BuildError, DaemonError, EngineUnreachable
+from envkit.errors import BuildError, DaemonError
 from envkit.images.digest import Inputs, split_entry
 from envkit.images.dockerfile import Dockerfile, Instruction, parse
 from envkit.images.words import WordError, json_list, pairs, split, word, words
 
 if TYPE_CHECKING:  # the assembler's own modules load tarfile: not on the no-op build path
     from envkit.images.archive import Blob, LayerWriter
-    from envkit.images.facts import FactsCache, Node
+    from envkit.images.facts import FactsCache
+    from envkit.images.parent import Tree
 
 SUPPORTED = frozenset(
     {
@@ -175,8 +175,8 @@ class _Entry:
 class _Image:
     """The image being assembled: what the config will say, its layers and its tree."""
 
-    config: dict[str, Any]  # the parent's raw image config, changed as instructions go
-    tree: dict[str, Node]
+    config: dict[str, Any]  # the parent's image config (canonical), changed as instructions go
+    tree: Tree
     diff_ids: list[str]
     history: list[dict[str, Any]]
     blobs: list[Blob] = field(default_factory=list)  # every layer as the manifest names it
@@ -224,6 +224,9 @@ class Assembler:
         self.stall = stall
         self.dockerfile = parse(spec.dockerfile_text)
         self.escape = self.dockerfile.escape
+        from envkit.images.parent import Parents
+
+        self.known = Parents(daemon, facts, labels, stall)
 
     def assemble(self, workdir: Path) -> str:
         """Write the image's new layers and config under ``workdir`` and load it (untagged); its ID.
@@ -248,12 +251,28 @@ class Assembler:
             workdir=workdir,
             stall=self.stall,
         )
-        self.facts.put(image_id, ImageFacts(config, image.tree, list(image.blobs)))
+        if image.tree.complete:  # else a child looks this image up in turn
+            self.facts.put(image_id, ImageFacts(config, image.tree.whole(), list(image.blobs)))
         return image_id
 
     # -- the stages ---------------------------------------------------------------------------
 
     def _target(self, tmp: Path) -> _Image:
+        """The target stage, assembled: parents looked up where they can be, else (a lookup that
+        cannot tell, or fails) from their facts."""
+        try:
+            try:
+                return self._stages(tmp)
+            except (CannotAssemble, BuildError):
+                raise
+            except Exception as err:
+                if not self.known.fall_back(err):
+                    raise
+            return self._stages(tmp)
+        finally:
+            self.known.close()
+
+    def _stages(self, tmp: Path) -> _Image:
         chain = _stage_chain(self.dockerfile, self.spec.target, self.spec.args)
         global_args = _global_args(self.dockerfile, self.spec.args)
         image: _Image | None = None
@@ -275,13 +294,15 @@ class Assembler:
             from envkit.images.archive import EPOCH
 
             os_name, _, arch = self.platform.partition("/")
-            config = {
+            config: dict[str, Any] = {
                 "architecture": arch or "amd64",
                 "os": os_name or "linux",
                 "config": {},
                 "created": EPOCH,
             }
-            return _Image(config=config, tree={}, diff_ids=[], history=[])
+            from envkit.images.parent import Tree
+
+            return _Image(config=config, tree=Tree({}), diff_ids=[], history=[])
         resolved = self.parents.get(ref, ref)
         try:
             found = self.daemon.inspect_image(resolved)
@@ -289,38 +310,27 @@ class Assembler:
             raise CannotAssemble(f"cannot look at {resolved}: {err.detail}") from None
         if found is None:
             raise CannotAssemble(f"the base image {resolved} is not present")
-        from envkit.images.facts import UnreadableImage
+        from envkit.images.parent import CannotRead
 
         try:
-            facts = self.facts.get(self.daemon, str(found["Id"]), stall=self.stall)
-        except UnreadableImage as err:
-            raise CannotAssemble(f"its base {resolved} cannot be read: {err}") from None
-        except EngineUnreachable:  # the engine went away or stopped answering: that is the error
-            raise
-        except DaemonError as err:
-            raise CannotAssemble(f"docker save of its base {resolved} failed: {err.detail}") from None
-        config = json.loads(json.dumps(facts.config))  # a copy to change
-        for stamp in ("container", "container_config", "docker_version", "author", "comment"):
-            config.pop(stamp, None)
-        run = config.setdefault("config", {}) or {}
-        config["config"] = run
+            config, tree, blobs = self.known.known(resolved, str(found["Id"]), found)
+        except CannotRead as err:
+            raise CannotAssemble(str(err)) from None
+        run = config["config"]
         if run.get("OnBuild"):
             raise CannotAssemble(f"its base {resolved} has ONBUILD triggers")
-        run["Image"] = str(found["Id"])
-        run["Hostname"] = ""
-        diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+        diff_ids = list(config["rootfs"]["diff_ids"])
         from envkit.images.archive import Blob
 
-        blobs = list(facts.layers)
         if len(blobs) != len(diff_ids):  # not known: name each layer by its diff id
             if self.daemon.engine.store == "containerd":  # keeps pulled layers compressed
                 raise CannotAssemble(f"the blobs of its base {resolved}'s layers are not known")
             blobs = [Blob(diff_id, 0) for diff_id in diff_ids]
         return _Image(
             config=config,
-            tree=dict(facts.tree),
+            tree=tree,
             diff_ids=diff_ids,
-            history=list(config.get("history") or []),
+            history=list(config["history"]),
             blobs=blobs,
         )
 

@@ -191,6 +191,10 @@ class FactsCache:
             self.put(image_id, facts)
             return facts
 
+    def has(self, image_id: str) -> bool:
+        """Whether the facts of ``image_id`` are cached (not whether they can be read)."""
+        return self._path(image_id).is_file()
+
     def _cached(self, image_id: str) -> ImageFacts | None:
         path = self._path(image_id)
         try:

@@ -1,5 +1,5 @@
 """``envkit gc``: remove this stack's image tags whose keys are no longer current, and the
-untagged images its builds left behind."""
+untagged images and lookup containers its builds left behind."""
 
 from __future__ import annotations
 
@@ -30,9 +30,15 @@ class GcResult:
     removed: list[str] = field(default_factory=list)
     kept_in_use: list[str] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)  # which entries above are untagged images
+    containers: list[str] = field(default_factory=list)  # lookup containers a killed build left
 
     def to_json(self) -> dict[str, list[str]]:
-        return {"removed": self.removed, "kept_in_use": self.kept_in_use, "untagged": self.untagged}
+        return {
+            "removed": self.removed,
+            "kept_in_use": self.kept_in_use,
+            "untagged": self.untagged,
+            "containers": self.containers,
+        }
 
 
 def gc(
@@ -77,6 +83,7 @@ def gc(
                 result.kept_in_use.append(tag)
     for image in untagged:
         _leftover(daemon, config.name, image, settings.lock_dir, dry_run=dry_run, result=result)
+    _lookups(daemon, config.name, settings.lock_dir, dry_run=dry_run, result=result)
     if not dry_run:
         manifests = Manifests(config.state_dir / "manifests")
         for name in config.images:
@@ -124,6 +131,22 @@ def _leftover(
             result.kept_in_use.append(image_id)
         else:
             result.removed.append(image_id)
+
+
+def _lookups(daemon: Daemon, stack: str, lock_dir: Path, *, dry_run: bool, result: GcResult) -> None:
+    """Remove the containers an assembly of this stack's images looked into its parents through
+    and did not remove (a build killed meanwhile): created, never started, labelled as such. One
+    whose image's build is running (its build lock held) is that build's, and is left."""
+    for container in daemon.containers(labels.selector(labels.LOOKUP, "1")):
+        stack_of, name, key = _identity(container.labels)
+        if stack_of != stack or not name or not key or container.state != "created":
+            continue
+        with _build_lock(lock_dir, image_tag(stack, name, key)) as free:
+            if not free:
+                continue
+            result.containers.append(container.id)
+            if not dry_run:
+                daemon.remove_container(container.id)
 
 
 def _identity(found: Mapping[str, str] | None) -> tuple[str | None, str | None, str | None]:

@@ -48,6 +48,13 @@ SRC = {
 }
 
 CASES: list[Case] = [
+    # paths a created container holds only through the engine's init layer (the base has no
+    # /proc nor /dev): the classic builder does not see them, so they are made with the owner
+    Case(
+        "copy-under-init-layer-paths",
+        "FROM {base}\nCOPY --chown=1000:1000 f.txt /proc/x/f.txt\nCOPY f.txt /dev/\nCOPY f.txt /etc/hosts\n",
+        {"f.txt": "f\n"},
+    ),
     Case("scratch-copy", "FROM scratch\nCOPY hello.txt /hello.txt\n", {"hello.txt": "hello\n"}),
     Case(
         "scratch-tree-and-config",

@@ -26,7 +26,8 @@ from envkit.config.find import load
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
 from envkit.errors import BuildError
-from envkit.images import archive
+from envkit.images import archive, parent
+from envkit.images.facts import FactsCache, read_image
 from integration.registry import Registry
 
 pytestmark = pytest.mark.docker
@@ -68,9 +69,9 @@ def test_envkit_knows_the_engine_and_its_image_store() -> None:
 def test_an_assembled_image_on_an_imported_base_reads_the_base_from_the_engine(
     project: Project, docker_client: docker.APIClient, tmp_path: Path
 ) -> None:
-    """No facts cached: the base's files and config come from this engine's ``docker save``
-    (whatever its layout), the image is assembled, loaded under the ID the engine reports, and
-    its files are there."""
+    """No facts cached: the base's files and config come from this engine (looked up, or its
+    ``docker save`` in whatever layout on the containerd store), the image is assembled, loaded
+    under the ID the engine reports, and its files are there."""
     base = import_busybox(
         docker_client, f"envkit-test/{project.stack}", "base", project.stack, files={"srv/old.txt": "old"}
     )
@@ -128,13 +129,19 @@ CUT_SAVE = textwrap.dedent(
     import sys
     from envkit.docker.engine import Daemon
 
+    from envkit.errors import DaemonError
+
     real = Daemon.save
+
+    def no_history(self, ref):  # the base cannot be looked up: its save is read
+        raise DaemonError("no history here", 500)
 
     def cut(self, image, *, stall):
         data = b"".join(real(self, image, stall=stall))
         yield data[: len(data) // 2 + 100]  # inside a member, off any 512-byte block
 
     Daemon.save = cut
+    Daemon.history_entries = no_history
     sys.argv[0] = "envkit"
     from envkit.cli import main
 
@@ -321,3 +328,107 @@ def test_a_push_to_a_plain_http_registry_works_where_the_engine_trusts_it_and_sa
     else:
         assert proc.returncode != 0
         assert "registries.conf" in proc.stderr and "insecure = true" in proc.stderr, proc.stderr
+
+
+# A base envkit did not make, on a fresh machine: what the assembler needs of it is looked up
+# (inspect, history, and the paths the instructions ask about, in a container created and never
+# started), not read from a save of the whole image; the containerd store, whose manifests name
+# layers by blobs only a save tells, reads the save. Either way the image is the same: built
+# again with the base's facts read from its save, it gets the same ID.
+def test_a_fresh_base_is_looked_up_not_saved_and_makes_the_image_its_facts_make(
+    project: Project,
+    docker_client: docker.APIClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    engine_facts: EngineFacts,
+) -> None:
+    base = import_busybox(
+        docker_client,
+        f"envkit-test/{project.stack}",
+        "base",
+        project.stack,
+        files={"srv/app/keep.txt": "kept", "srv/old.txt": "old"},
+    )
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n')
+    project.write(
+        "images/app/Dockerfile",
+        f"FROM {base}\nWORKDIR /srv/app\nCOPY --chown=1000:1000 src/ ./\nCOPY one.txt /srv/\nENV A=1\n",
+    )
+    for name in ("src/main.py", "src/lib/x.py", "one.txt"):
+        project.write(f"images/app/{name}", name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))
+    daemon = Daemon()
+    saves: list[str] = []
+    real_save = daemon.save
+
+    def counted_save(image: str, *, stall: float | None) -> object:
+        saves.append(image)
+        return real_save(image, stall=stall)
+
+    monkeypatch.setattr(daemon, "save", counted_save)
+    try:
+        [looked_up] = envkit.images.build.ensure(load(project.root), daemon)
+        assert (looked_up.builder, looked_up.status) == ("assembler", "built"), looked_up
+        if engine_facts.image_store == "containerd":
+            assert saves, "the containerd store's blobs come from a save"
+        else:
+            assert saves == [], "the base was saved, not looked up"
+        left = docker_client.containers(all=True, filters={"label": f"{labels.LOOKUP}=1"})
+        assert [c for c in left if c["Labels"].get(labels.PROJECT) == project.stack] == []
+        first = docker_client.inspect_image(looked_up.tag)
+        # the base's facts from its save, then the same inputs again
+        FactsCache(tmp_path / "fresh-cache" / "envkit").get(
+            daemon, str(docker_client.inspect_image(base)["Id"]), stall=60
+        )
+        docker_client.remove_image(looked_up.tag)
+        [from_facts] = envkit.images.build.ensure(load(project.root), daemon)
+        assert (from_facts.builder, from_facts.status) == ("assembler", "built"), from_facts
+    finally:
+        daemon.close()
+    again = docker_client.inspect_image(from_facts.tag)
+    assert again["Id"] == first["Id"], "the image depends on how its base was known"
+    container = docker_client.create_container(
+        from_facts.tag,
+        ["sh", "-c", "ls -ln /srv/app; cat /srv/app/keep.txt /srv/one.txt"],
+        labels={labels.PROJECT: project.stack},
+    )
+    try:
+        docker_client.start(container)
+        docker_client.wait(container, timeout=60)
+        out = docker_client.logs(container).decode()
+    finally:
+        docker_client.remove_container(container, force=True, v=True)
+    assert "keptone.txt" in out
+    assert " 1000 " in out.split("main.py")[0].splitlines()[-1], out  # --chown applied
+
+
+# The canonical config of a base is the same from `docker image inspect` and `docker history`
+# as from its save, on every engine: for an imported base and for one the classic builder made
+# (its history has steps that made no layer).
+def test_inspect_and_history_tell_the_config_a_save_carries(
+    project: Project, docker_client: docker.APIClient, engine_facts: EngineFacts
+) -> None:
+    base = import_busybox(docker_client, f"envkit-test/{project.stack}", "base", project.stack)
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.step]\n')
+    project.write(
+        "images/step/Dockerfile",
+        f'FROM {base}\nENV B=2\nRUN echo hi > /srv.txt\nLABEL x=y\nEXPOSE 80\nCMD ["sh"]\n',
+    )
+    daemon = Daemon()
+    try:
+        [built] = envkit.images.build.ensure(load(project.root), daemon)
+        assert built.builder == "classic"
+        for ref in (base, built.tag):
+            image_id = str(docker_client.inspect_image(ref)["Id"])
+            chunks = daemon.save(image_id, stall=60)
+            try:
+                saved = read_image(chunks, image=image_id)
+            finally:
+                chunks.close()
+            looked = parent.from_inspect(
+                daemon.inspect_image(image_id) or {}, daemon.history_entries(image_id)
+            )
+            assert looked is not None, ref
+            assert looked == parent.canonical(saved.config), ref
+    finally:
+        daemon.close()
