@@ -5,8 +5,9 @@ answers the questions the classic builder answers by looking inside the image:
 is ``COPY app.py /usr/local/bin`` a copy into a directory, and which mode and
 owner does a directory already have. Images envkit makes itself (assembled, or
 from a Debian recipe) record their facts as they are made; any other image is
-read once with ``docker save`` (headers only are looked at), and the result is
-kept in the user's cache under the image ID, which names its content for good.
+read with ``docker save`` (headers only are looked at) where
+:mod:`envkit.images.parent` cannot look it up instead, and the result is kept in
+the user's cache under the image ID, which names its content for good.
 
 A save is read in whichever layout the engine writes it: the docker-archive
 (``manifest.json`` and ``<id>/layer.tar``; Podman's ``layer.tar`` is a link to

@@ -191,10 +191,15 @@ def test_gc_removes_this_stacks_untagged_leftovers_and_nothing_else(
 
     leftovers.client.remove_container(leftovers.containers[-1], force=True)
     leftovers.containers.pop()  # removed: the test's cleanup need not
-    assert gc_json(project) == {"removed": [in_use], "kept_in_use": [], "untagged": [in_use]}
+    assert gc_json(project) == {
+        "removed": [in_use],
+        "kept_in_use": [],
+        "untagged": [in_use],
+        "containers": [],
+    }
     assert not leftovers.exists(in_use)
     assert leftovers.exists(other_stack) and leftovers.exists(unlabelled)
-    assert gc_json(project) == {"removed": [], "kept_in_use": [], "untagged": []}
+    assert gc_json(project) == {"removed": [], "kept_in_use": [], "untagged": [], "containers": []}
 
 
 def test_gc_leaves_an_untagged_image_made_from_one_of_the_stacks_images(
@@ -208,7 +213,7 @@ def test_gc_leaves_an_untagged_image_made_from_one_of_the_stacks_images(
     assert (found[labels.PROJECT], found[labels.KEY]) == (project.stack, built.key)
     assert derived in leftovers.dangling()
 
-    assert gc_json(project) == {"removed": [], "kept_in_use": [], "untagged": []}
+    assert gc_json(project) == {"removed": [], "kept_in_use": [], "untagged": [], "containers": []}
     assert leftovers.exists(derived)
     assert leftovers.exists(built.tag)
 
@@ -250,7 +255,12 @@ def test_gc_removes_what_an_envkit_build_killed_before_tagging_left(
     assert image["Config"]["Labels"][labels.PROJECT] == project.stack
     assert image["Config"]["Labels"][labels.BUILDER] == "classic"
 
-    assert gc_json(project) == {"removed": [image["Id"]], "kept_in_use": [], "untagged": [image["Id"]]}
+    assert gc_json(project) == {
+        "removed": [image["Id"]],
+        "kept_in_use": [],
+        "untagged": [image["Id"]],
+        "containers": [],
+    }
     assert not leftovers.exists(leftover)
     built = json.loads(project.cli("build", "--json", check=True).stdout)
     assert [(b["image"], b["status"], b["builder"]) for b in built] == [("app", "built", "classic")]
@@ -295,3 +305,43 @@ def test_a_classic_build_that_fails_after_the_engine_made_its_image_removes_it(
     assert not leftovers.exists(broken.made)
     # The stack's base is still there: only the image the failed build made went.
     assert leftovers.exists(project.base)
+
+
+def test_gc_removes_the_lookup_containers_a_killed_build_left_and_nothing_else(
+    project: Project, leftovers: Leftovers
+) -> None:
+    """An assembly looks into a base through a container it creates, never starts, and removes;
+    killed meanwhile, it leaves that container, labelled as a lookup for the image it built: gc
+    removes this stack's, never another stack's, nor a started one, nor one while that image's
+    build runs."""
+    mine = leftovers.image_labels()
+    others = leftovers.image_labels(stack=f"{project.stack}-other")
+
+    def lookup(found_labels: dict[str, str], *, start: bool = False) -> str:
+        created = leftovers.client.create_container(
+            project.base,
+            command=["sleep", "30"] if start else ["/envkit-never-started"],
+            labels={**found_labels, labels.LOOKUP: "1"},
+        )
+        leftovers.containers.append(str(created["Id"]))
+        if start:
+            leftovers.client.start(created)
+        return str(created["Id"])
+
+    left, other, started = lookup(mine), lookup(others), lookup(mine, start=True)
+    config = load(project.root)
+    settings = Settings.from_env()
+    tag = envkit.images.build.image_tag(project.stack, "app", mine[labels.KEY])
+    from envkit.images.gc import _build_lock
+
+    with _build_lock(settings.lock_dir, tag) as free:  # that image's build is running
+        assert free
+        assert gc(config, leftovers.daemon, settings=settings).containers == []
+    dry = gc_json(project, "--dry-run")
+    assert dry["containers"] == [left], dry
+    done = gc_json(project)
+    assert done["containers"] == [left], done
+    remaining = {
+        c["Id"] for c in leftovers.client.containers(all=True, filters={"label": f"{labels.LOOKUP}=1"})
+    }
+    assert left not in remaining and {other, started} <= remaining
