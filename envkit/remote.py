@@ -13,6 +13,11 @@ reaches that host can use.
 
 :func:`loopback_cache_warning` says when a remote cache on a loopback address cannot be what
 the user meant: the engine, not this machine, resolves the cache's address.
+
+A client that runs in a container of the engine itself (a devcontainer, Docker-outside-of-Docker,
+a CI job container with the socket mounted) reaches the services another way: its container
+joins the stack's network, and it connects to each service's container name at the container
+port (:attr:`ServiceHost.client`, found by :mod:`envkit.reach`).
 """
 
 from __future__ import annotations
@@ -68,6 +73,24 @@ def engine_is_local(endpoint: Endpoint) -> bool:
     return address is None or is_loopback(address)
 
 
+def container_name(stack_id: str, service: str) -> str:
+    """The name of a service's container: also its address on the stack's network, unique on
+    the engine (a service's own name may be another network's alias too)."""
+    return f"{stack_id}-{service}"
+
+
+@dataclass(frozen=True)
+class ClientContainer:
+    """The container this process runs in, on the stack's engine: it joins the stack's network."""
+
+    id: str
+    name: str
+
+
+PORTS_REACH = "ports"
+NETWORK_REACH = "network"
+
+
 @dataclass(frozen=True)
 class ServiceHost:
     """Where clients reach the stack's published ports, where the engine publishes them, and why."""
@@ -79,6 +102,21 @@ class ServiceHost:
     engine: str  # the engine's endpoint (tcp://10.0.0.5:2375)
     engine_local: bool  # see engine_is_local
     engine_socket: bool  # the engine is a socket on this machine
+    explicit: bool = False  # the host was set (ENVKIT_HOST or [stack] host), not derived
+    # How this process reaches the services (envkit.reach): through the published ports at
+    # ``host``, or, with a client container, over the stack's network where it joined it.
+    client: ClientContainer | None = None
+    reach_source: str = "not in a container of the engine"
+
+    @property
+    def network(self) -> bool:
+        """Whether this process reaches the services over the stack's network."""
+        return self.client is not None
+
+    def address(self, stack_id: str, service: str) -> str:
+        """Where this process connects to ``service``: its container's name on the stack's network,
+        else the service host."""
+        return container_name(stack_id, service) if self.network else self.host
 
     @property
     def loopback(self) -> bool:
@@ -93,11 +131,18 @@ class ServiceHost:
     @property
     def overridable(self) -> bool:
         """Whether a host that refuses every connection is news to report with ENVKIT_HOST's name:
-        anything but the default of a local socket (its docker-proxy answers every published port)."""
-        return not (self.engine_socket and self.loopback)
+        anything but the default of a local socket (its docker-proxy answers every published port).
+        Over the stack's network a refused connection is a service that does not listen yet."""
+        return not self.network and not (self.engine_socket and self.loopback)
 
     def reachable(self) -> str:
         """The advice when the service host cannot be reached, naming what sets it."""
+        if self.client is not None:
+            return (
+                f"this process runs in the container {self.client.name}, which joined the stack's network "
+                f"({self.reach_source}) to reach each service by its container's name: set "
+                f"{settings_mod.REACH}=ports to use the published ports at {self.host} instead"
+            )
         return (
             f"the service host {self.host} (from {self.source}) is where envkit reaches the ports the "
             f"engine at {self.engine} publishes on {self.publish}: set {settings_mod.HOST} to an address "
@@ -111,6 +156,12 @@ class ServiceHost:
             "publish": self.publish,
             "publish_source": self.publish_source,
         }
+
+    def reach_json(self) -> dict[str, Any]:
+        """How this process reaches the services: ``reach`` (ports or network), why, and its container."""
+        client = None if self.client is None else {"id": self.client.id, "name": self.client.name}
+        mode = NETWORK_REACH if self.network else PORTS_REACH
+        return {"reach": mode, "reach_source": self.reach_source, "client_container": client}
 
 
 def service_host(endpoint: Endpoint, config: StackConfig | None, settings: Settings) -> ServiceHost:
@@ -143,6 +194,7 @@ def service_host(endpoint: Endpoint, config: StackConfig | None, settings: Setti
         engine=endpoint.host,
         engine_local=local,
         engine_socket=address is None,
+        explicit=settings.host is not None or (config is not None and config.host is not None),
     )
 
 

@@ -22,6 +22,11 @@ value is a :class:`~envkit.errors.ConfigError` naming the variable and the fix.
                            name or IP address); it wins over ``[stack] host`` and the engine's address
 ``ENVKIT_PUBLISH``         the IP address the engine publishes ports on; it wins over ``[stack] publish``
                            (default 127.0.0.1 for a local engine, every interface for a remote one)
+``ENVKIT_REACH``           how this process reaches the services: ``ports`` (published ports at the
+                           service host), ``network`` (its own container joins the stack's network:
+                           a client in a container of the engine), or ``auto`` (default: ``network``
+                           when envkit finds its own container on the engine and no service host is
+                           set, else ``ports``)
 ``ENVKIT_FAULT``           for envkit's own fault tests only: ``PHASE`` or ``PHASE:stop`` makes the
                            process kill (or stop) itself at that phase (see :mod:`envkit.faults`)
 =========================  =====================================================================
@@ -55,6 +60,8 @@ CACHE = "ENVKIT_CACHE"
 CACHE_PUSH = "ENVKIT_CACHE_PUSH"
 HOST = "ENVKIT_HOST"
 PUBLISH = "ENVKIT_PUBLISH"
+REACH = "ENVKIT_REACH"
+REACHES = ("auto", "ports", "network")  # ENVKIT_REACH's values (envkit.reach)
 
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
 DEFAULT_GRACE = 3.0  # seconds a stack outlives its last holder, so a late joiner finds it up
@@ -80,6 +87,7 @@ class Settings:
     cache_push: bool = False
     host: str | None = None  # ENVKIT_HOST: the service host (None: unset)
     publish: str | None = None  # ENVKIT_PUBLISH: the address ports are published on (None: unset)
+    reach: str = "auto"  # ENVKIT_REACH: auto, ports or network (envkit.reach)
 
     def stay(self, keep: bool, ttl: float | None) -> tuple[bool, float | None]:
         """How long a holder wants the stack kept after it leaves: ``keep`` or ``ttl`` as
@@ -114,6 +122,7 @@ class Settings:
             publish=_env_checked(
                 env, PUBLISH, publish_problem, f"set {PUBLISH}=0.0.0.0 or {PUBLISH}=10.0.0.5"
             ),
+            reach=_env_reach(env),
         )
 
 
@@ -202,6 +211,20 @@ def _env_flag(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError("environment", name, f"{raw!r} is not a yes or no", f"set {name}=1 or {name}=0")
+
+
+def _env_reach(env: Mapping[str, str]) -> str:
+    raw = env.get(REACH, "").strip().lower()
+    if not raw:
+        return "auto"
+    if raw not in REACHES:
+        raise ConfigError(
+            "environment",
+            REACH,
+            f"{raw!r} is not one of {', '.join(REACHES)}",
+            f"set {REACH}=ports (published ports) or {REACH}=network (join the stack's network), or unset it",
+        )
+    return raw
 
 
 def _config_name(raw: str) -> str | None:

@@ -298,6 +298,13 @@ def status(c: Context, json: bool = False) -> None:
         print(f"  {product} {engine['version']}, API {engine['api_version']}, {store}")
     print(f"service host: {info['host']} (from {info['host_source']})")
     print(f"ports published on: {info['publish']} (from {info['publish_source']})")
+    if info["client_container"]:
+        client = info["client_container"]["name"]
+        print(f"reached: over the stack's network, from the container {client} ({info['reach_source']})")
+    else:
+        print(f"reached: at the published ports ({info['reach_source']})")
+    if info["network_clients"]:
+        print(f"network clients: {', '.join(info['network_clients'])}")
     remote = info["cache"]
     if remote:
         pushing = "; builds push to it (ENVKIT_CACHE_PUSH)" if remote["push"] else ""

@@ -867,6 +867,30 @@ class Daemon(_Images):
         """``docker volume rm --force``; one that is already gone is no error."""
         self._json("DELETE", f"/volumes/{_path(name)}", {"force": "1"}, missing_ok=True)
 
+    # -- a client's own container on a stack's network (envkit.reach) ------------------------------
+
+    def container_info(self, ref: str) -> dict[str, Any] | None:
+        """``docker inspect`` of a container (by ID, ID prefix or name) as the engine answers it;
+        None when the engine has no such container."""
+        info = self._json("GET", f"/containers/{_path(ref)}/json", missing_ok=True)
+        return dict(info) if isinstance(info, dict) else None
+
+    @_answer_shape
+    def network_members(self, network: str) -> dict[str, str]:
+        """The containers attached to ``network`` (by ID or name): ID -> name; empty when it is gone."""
+        info = self._json("GET", f"/networks/{_path(network)}", missing_ok=True) or {}
+        members = info.get("Containers") or {}
+        return {str(cid): str((member or {}).get("Name") or "") for cid, member in members.items()}
+
+    def connect_network(self, network: str, container: str) -> None:
+        """``docker network connect NETWORK CONTAINER``."""
+        self._json("POST", f"/networks/{_path(network)}/connect", body={"Container": container})
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        """``docker network disconnect --force NETWORK CONTAINER``; a network that is gone is no error."""
+        body = {"Container": container, "Force": True}
+        self._json("POST", f"/networks/{_path(network)}/disconnect", body=body, missing_ok=True)
+
 
 def _failed(method: str, path: str, err: TransportError, timeout: float | None) -> str:
     if err.timed_out and timeout is not None:

@@ -7,7 +7,9 @@ publishes the container port at the port probed (checked once, after the
 first success) and the listener can be the engine's: a listener on this
 machine's loopback is not a remote engine's. ``image`` reads Docker's own
 HEALTHCHECK (a container without one is healthy once it runs), ``none`` asks
-only that it runs. A one-shot service is waited for until it exits
+only that it runs. A client in a container that joined the stack's network
+(:mod:`envkit.reach`) probes the service's container name at the container
+port instead, where only that container answers. A one-shot service is waited for until it exits
 (:func:`wait_completed`): exit 0 is success. The loop
 (:func:`wait_healthy`) takes its clock and its sleep as arguments, so it is
 tested without waiting.
@@ -94,23 +96,33 @@ class NetworkCheck:
     """What the HTTP and TCP checks share: the service host they probe, and what the attempts
     so far say about it (for the error when the service never becomes healthy)."""
 
-    def __init__(self, port: int, reach: ServiceHost = LOCAL) -> None:
+    def __init__(self, port: int, reach: ServiceHost = LOCAL, address: str | None = None) -> None:
         self.port = port
         self.reach = reach
+        self.address = address  # the container's name on the stack's network, when reached there
         self.attempts = 0
         self.unreached = 0  # attempts that never connected
         self.unresolved = False
         self.foreign = ""  # the last answer of a listener that cannot be the engine's
         self.probed: int | None = None  # the host port of the last successful attempt
 
-    def attempt(self, host_port: int) -> Attempt:
+    def attempt(self, host: str, port: int) -> Attempt:
         raise NotImplementedError
 
     def __call__(self, details: ContainerDetails, remaining: float) -> tuple[bool, str]:
         host_port = details.ports.get(str(self.port))
         if host_port is None:
             return False, f"port {self.port} is not published yet"
-        result = self.attempt(host_port)
+        if self.address is not None:
+            # Over the stack's network: the name resolves only to this container (a container
+            # name is unique on the engine, and the network holds the stack's containers and
+            # its clients), so no other listener can answer and there is no published port
+            # to compare: ``probed`` stays None.
+            result = self.attempt(self.address, self.port)
+            self.attempts += 1
+            self.unresolved = self.unresolved or result.unresolved
+            return result.ok, result.why
+        result = self.attempt(self.reach.host, host_port)
         self.attempts += 1
         self.unreached += not result.reached
         self.unresolved = self.unresolved or result.unresolved
@@ -129,6 +141,8 @@ class NetworkCheck:
         socket's loopback, where that only means a slow service), or only a listener that cannot
         be the engine's answered."""
         host = f"the service host {self.reach.host}"
+        if self.address is not None:
+            host = f"the service's address {self.address} on the stack's network"
         if self.unresolved:
             reason = f"{host} does not resolve"
         elif self.foreign:
@@ -143,19 +157,19 @@ class NetworkCheck:
 class HttpCheck(NetworkCheck):
     """GET ``path`` through the published port; a 2xx or 3xx answer is healthy."""
 
-    def __init__(self, path: str, port: int, reach: ServiceHost = LOCAL) -> None:
-        super().__init__(port, reach)
+    def __init__(self, path: str, port: int, reach: ServiceHost = LOCAL, address: str | None = None) -> None:
+        super().__init__(port, reach, address)
         self.path = path
 
-    def attempt(self, host_port: int) -> Attempt:
-        return http_attempt(self.reach.host, host_port, self.path)
+    def attempt(self, host: str, port: int) -> Attempt:
+        return http_attempt(host, port, self.path)
 
 
 class TcpCheck(NetworkCheck):
     """The published port is served (see :func:`tcp_probe`)."""
 
-    def attempt(self, host_port: int) -> Attempt:
-        return tcp_attempt(self.reach.host, host_port)
+    def attempt(self, host: str, port: int) -> Attempt:
+        return tcp_attempt(host, port)
 
 
 def probe_for(
@@ -164,13 +178,17 @@ def probe_for(
     cid: str,
     clock: Callable[[], float] = time.monotonic,
     reach: ServiceHost = LOCAL,
+    *,
+    address: str | None = None,
 ) -> Probe:
+    """The probe of ``check``; ``address``: the container's name on the stack's network, where
+    this process reaches it (HTTP and TCP checks go there, at the container port)."""
     if check.kind == "cmd":
         return CommandCheck(daemon, cid, check.cmd)
     if check.kind == "http":
-        return HttpCheck(check.path, check.port, reach)
+        return HttpCheck(check.path, check.port, reach, address)
     if check.kind == "tcp":
-        return TcpCheck(check.port, reach)
+        return TcpCheck(check.port, reach, address)
     return ImageCheck(clock)
 
 
@@ -233,6 +251,7 @@ def wait_healthy(
     sleep: Callable[[float], None] = time.sleep,
     probe: Probe | None = None,
     reach: ServiceHost = LOCAL,
+    address: str | None = None,
 ) -> Mapping[str, int]:
     """Probe the service's container until it is healthy; its published ports.
 
@@ -240,9 +259,9 @@ def wait_healthy(
     ``logs(cid)``) when its container stops, or when ``spec.start_timeout``
     seconds since ``started`` pass without a healthy probe; when the attempts
     say that the service host (``reach``) is at fault, the error says so and
-    how to set it.
+    how to set it. ``address``: see :func:`probe_for`.
     """
-    probe = probe or probe_for(spec.healthcheck, daemon, cid, clock, reach)
+    probe = probe or probe_for(spec.healthcheck, daemon, cid, clock, reach, address=address)
     deadline = started + spec.start_timeout
     check = spec.healthcheck.describe()
     while True:

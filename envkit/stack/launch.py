@@ -24,7 +24,7 @@ from envkit.docker import labels
 from envkit.docker.engine import ContainerSpec, Daemon
 from envkit.errors import EnvkitError, ServiceUnhealthy, StackStopped
 from envkit.progress import Progress, State
-from envkit.remote import LOCAL, ServiceHost
+from envkit.remote import LOCAL, ServiceHost, container_name
 from envkit.stack import health, lease
 from envkit.stack.objects import StackObjects
 from envkit.stack.state import ServiceState, StackState, StateFile
@@ -187,7 +187,7 @@ class Launcher:
         started = time.monotonic()
         self.progress.note(name, f"starting ({want.image})", State.WORKING)
         container = ContainerSpec(
-            name=f"{self.config.id}-{name}",
+            name=container_name(self.config.id, name),
             image=want.image,
             command=spec.command,
             environment=spec.environment,
@@ -243,6 +243,7 @@ class Launcher:
                     logs=self.objects.logs,
                     sleep=self._sleep,
                     reach=self.reach,
+                    address=container_name(self.config.id, name) if self.reach.network else None,
                 )
         except ServiceUnhealthy as err:
             self._raise_if_stopped(name)  # killed by `envkit down --all`, not unhealthy

@@ -3,7 +3,10 @@
 Everything here is scoped to one stack id: a removal never reaches an object
 without ``envkit.stack=<this id>``, so other checkouts' stacks, and anything
 envkit did not create, are never touched. This knows nothing of the stack
-file, so the detached reaper can use it with only a stack id.
+file, so the detached reaper can use it with only a stack id. The one thing
+done to a container without the stack's labels: a client's container that
+joined the stack's network (envkit.reach) is disconnected from it before the
+network goes, never stopped or removed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from envkit import faults
+from envkit import settings as settings_mod
 from envkit.docker import labels
 from envkit.docker.engine import Container, ContainerSpec, Daemon, Network, Volume
 from envkit.errors import DaemonError, EngineUnreachable, EnvkitError, ServiceUnhealthy, StateDirInUse
@@ -82,6 +86,31 @@ class StackObjects:
             ) from None
         return self.stack_id
 
+    def join(self, cid: str, name: str) -> None:
+        """Attach a client's own container (``cid``, called ``name``) to the stack's network (one
+        attached already stays), so that it reaches the services by their containers' names."""
+        if cid in self.daemon.network_members(self.stack_id):
+            return
+        try:
+            self.daemon.connect_network(self.stack_id, cid)
+        except DaemonError as err:
+            if cid in self.daemon.network_members(self.stack_id):
+                return  # another process of this container attached it meanwhile
+            raise EnvkitError(
+                f"cannot attach the container {name}, where this process runs, to the stack's "
+                f"network {self.stack_id}: {err.detail}\n"
+                f"  fix: set {settings_mod.REACH}=ports to reach the services at their published ports"
+            ) from None
+
+    def _disconnect_clients(self, network: Network, removed: Sequence[str]) -> None:
+        """Disconnect the containers on the network that are not this stack's (clients that
+        joined it): a network with endpoints cannot be removed. Only disconnected, nothing else.
+        ``removed``: the stack's containers just removed (their endpoints may linger a moment)."""
+        own = {*removed, *(c.id for c in self.containers())}
+        for cid in self.daemon.network_members(network.id):
+            if cid not in own:
+                self.daemon.disconnect_network(network.id, cid)
+
     def run(self, spec: ContainerSpec, *, service: str, check: str, inputs: str) -> str:
         """A running container for ``service``: one left by a starter that died, or a new one."""
         existing = self.containers(service)
@@ -131,6 +160,7 @@ class StackObjects:
         for net in self.networks():
             for attempt in range(10):  # endpoints of just-removed containers linger briefly
                 try:
+                    self._disconnect_clients(net, containers)
                     self.daemon.remove_network(net.id)
                     break
                 except DaemonError as err:

@@ -35,6 +35,7 @@ from envkit.config.model import StackConfig
 from envkit.docker.engine import Daemon
 from envkit.errors import ConfigError, EnvkitError, StateCorrupt, StateDirInUse, StateError
 from envkit.progress import Progress, Silent
+from envkit.reach import detect
 from envkit.remote import service_host
 from envkit.settings import Settings
 from envkit.stack import lease, reaper
@@ -199,7 +200,9 @@ class Stack:
         self.state_dir = config.state_dir
         self.state_file = StateFile(self.state_dir)
         self.objects = StackObjects(daemon, self.id, fault=self.settings.fault)
-        self.reach = service_host(daemon.endpoint, config, self.settings)
+        # where the services are reached, and whether over the stack's network (asks the engine
+        # only when this process runs in a container)
+        self.reach = detect(service_host(daemon.endpoint, config, self.settings), daemon, self.settings)
 
     def wanted(self, services: Sequence[str] | None) -> list[str]:
         """The services to start, dependencies first: all of them, or ``services`` and their depends_on."""
@@ -280,9 +283,12 @@ class Stack:
                 # Only now does anything new exist in Docker: this holder and the reaper are
                 # responsible for it, so a kill at any moment from here leaves nothing behind.
                 self._fault("acquire.registered")
-                if actions.network:
+                client = self.reach.client  # this process's container, when it joins the network
+                if actions.network or client is not None:
                     self.objects.ensure_network(self.config.name)
                     self._fault("acquire.network")
+                    if client is not None:
+                        self.objects.join(client.id, client.name)
             except BaseException:
                 registration.drop()
                 raise
@@ -299,7 +305,7 @@ class Stack:
                 reach=self.reach,
             )
             launcher.run(names)
-            held = Lease(self, registration, handle(self.id, self.state_file.read()))
+            held = Lease(self, registration, handle(self.id, self.state_file.read(), self.reach))
         except BaseException:
             self.release(registration)
             raise

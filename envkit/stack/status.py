@@ -10,7 +10,7 @@ from envkit.config.model import StackConfig
 from envkit.docker.engine import Container, Daemon
 from envkit.errors import StateCorrupt
 from envkit.fsutil import check_state_dir
-from envkit.remote import ServiceHost
+from envkit.remote import ServiceHost, container_name
 from envkit.stack import lease, reaper
 from envkit.stack.objects import StackObjects, refuse_another
 from envkit.stack.state import StateFile
@@ -25,7 +25,9 @@ def status(
 ) -> dict[str, Any]:
     """The stack's status as a JSON-ready dict. ``revive`` starts a reaper for a stack that is
     up with none watching it (a killed reaper), and says whether it did. The service host and
-    publish address are those the stack's last acquire recorded, else ``reach``'s.
+    publish address are those the stack's last acquire recorded, else ``reach``'s; how this
+    process reaches the services (``reach``: ports or network, and its container) is its own,
+    and so are the endpoints shown: over the network, each container's name at the container port.
 
     A state directory that holds another stack, which runs, is :class:`StateDirInUse`: its
     holders and services are not this stack's to show."""
@@ -46,7 +48,8 @@ def status(
         state, found = None, []  # what is left of it is not this stack's
     reached = _reached(reach, state.host if state else None, state.publish if state else None)
     host = f"[{reached['host']}]" if ":" in reached["host"] else reached["host"]
-    containers = {c.id: c for c in StackObjects(daemon, config.id).containers()}
+    objects = StackObjects(daemon, config.id)
+    containers = {c.id: c for c in objects.containers()}
     services = {}
     for name in sorted(set(config.services) | set(state.services if state else ())):
         svc = state.services.get(name) if state else None
@@ -56,7 +59,7 @@ def status(
             "container": c.status if c else None,
             "image": svc.image if svc else None,
             "inputs": svc.inputs if svc else None,
-            "endpoints": {p: f"{host}:{hp}" for p, hp in sorted(svc.ports.items())} if svc else {},
+            "endpoints": _endpoints(reach, config.id, name, host, svc.ports) if svc else {},
             "error": svc.error.get("reason") if svc and svc.error else None,
         }
     holders = []
@@ -90,6 +93,9 @@ def status(
         "up_for": round(now - state.created, 1) if state else None,
         "network": state.network if state else None,
         **reached,  # host, host_source, publish, publish_source
+        **reach.reach_json(),  # reach, reach_source, client_container
+        # containers without the stack's labels on its network: clients that joined it (envkit.reach)
+        "network_clients": _clients(daemon, objects, set(containers)) if state and state.network else [],
         "services": services,
         "holders": holders,
         "idle": idle,
@@ -109,6 +115,24 @@ def _reached(reach: ServiceHost, host: str | None, publish: str | None) -> dict[
     if publish is not None and publish != reach.publish:
         out.update(publish=publish, publish_source=recorded)
     return out
+
+
+def _endpoints(
+    reach: ServiceHost, stack_id: str, service: str, host: str, ports: dict[str, int]
+) -> dict[str, str]:
+    """Container port -> where this process reaches it: the published port at the service host,
+    or, over the stack's network, the container's name at the container port."""
+    if reach.network:
+        return {p: f"{container_name(stack_id, service)}:{p}" for p in sorted(ports)}
+    return {p: f"{host}:{hp}" for p, hp in sorted(ports.items())}
+
+
+def _clients(daemon: Daemon, objects: StackObjects, own: set[str]) -> list[str]:
+    """The names of the containers on the stack's network that are not the stack's."""
+    members: dict[str, str] = {}
+    for net in objects.networks():
+        members.update(daemon.network_members(net.id))
+    return sorted(name or cid[:12] for cid, name in members.items() if cid not in own)
 
 
 def _now(recorded: str, container: Container | None, network: str | None) -> str:

@@ -25,6 +25,7 @@ from envkit.docker.engine import (
     Volume,
 )
 from envkit.docker.transport import Endpoint
+from envkit.errors import DaemonError
 
 
 @dataclass
@@ -53,6 +54,8 @@ class FakeDaemon:
         self.on_start: Callable[[str], None] | None = None  # runs when a container starts
         self._ids = itertools.count(1)
         self._ports = itertools.count(40000)
+        self.infos: dict[str, dict[str, Any]] = {}  # container_info's answers: other containers
+        self.clients: dict[str, set[str]] = {}  # network id -> containers attached without its labels
 
     @contextlib.contextmanager
     def bounded(self, seconds: float) -> Iterator[None]:
@@ -129,7 +132,36 @@ class FakeDaemon:
 
     def remove_network(self, network_id: str) -> None:
         self._record("remove_network")
+        if self.clients.get(network_id):
+            raise DaemonError(f"error while removing network: network {network_id} has active endpoints")
         self.networks_by_id.pop(network_id, None)
+
+    def container_info(self, ref: str) -> dict[str, Any] | None:
+        self._record("container_info")
+        return next((info for cid, info in self.infos.items() if cid.startswith(ref)), None)
+
+    def _network_id(self, network: str) -> str | None:
+        return next((n.id for n in self.networks_by_id.values() if network in (n.id, n.name)), None)
+
+    def network_members(self, network: str) -> dict[str, str]:
+        nid = self._network_id(network)
+        if nid is None:
+            return {}
+        own = {c.id: c.spec.name for c in self.containers_by_id.values() if c.spec.network == nid}
+        own |= {c.id: c.spec.name for c in self.containers_by_id.values() if c.spec.network == network}
+        return {**own, **{cid: cid for cid in self.clients.get(nid, ())}}
+
+    def connect_network(self, network: str, container: str) -> None:
+        self._record("connect_network")
+        nid = self._network_id(network)
+        if nid is None:
+            raise DaemonError(f"network {network} not found", 404)
+        self.clients.setdefault(nid, set()).add(container)
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        self._record("disconnect_network")
+        nid = self._network_id(network)
+        self.clients.get(nid or "", set()).discard(container)
 
     def volumes(self, label: str) -> list[Volume]:
         self._record("volumes")
