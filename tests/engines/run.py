@@ -51,6 +51,7 @@ TIERS = (
     "tests/integration/test_engines.py",
     "tests/integration/test_gc_leftovers.py",
     "tests/integration/test_daemon.py",
+    "tests/integration/test_client_container.py",  # beside the engine in its container: ports
 )
 
 
