@@ -10,8 +10,11 @@ select their engine with a context, so this matters.
 :func:`connect` chooses the transport once: a local Unix socket is spoken to
 with ``http.client`` (no import of docker-py and requests, which cost more
 than everything else a no-op build does); any other endpoint (``tcp://``
-with or without TLS, ``ssh://``) goes through docker-py's session, which knows
-those. Both give every request its own timeout, and both hand back a
+with or without TLS) goes through docker-py's session, which knows those; an
+``ssh://`` endpoint is reached through the system's ``ssh`` command, as the
+docker CLI reaches it (:mod:`envkit.docker.ssh`), with HTTP spoken by
+``http.client`` and idle connections kept for the next request (a new one is
+an ssh login). All give every request its own timeout, and all hand back a
 :class:`Response` that the engine reads as a whole or as a stream.
 """
 
@@ -22,12 +25,15 @@ import hashlib
 import http.client
 import json
 import os
+import select
 import socket
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from envkit.docker.ssh import LOGIN_TIMEOUT, SshError, SshProcess, SshTarget
 from envkit.errors import ConfigError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -176,10 +182,13 @@ class Transport(Protocol):
 
 
 def connect(endpoint: Endpoint, environ: Mapping[str, str] | None = None) -> Transport:
-    """The transport for ``endpoint``: ``http.client`` on a local socket, docker-py otherwise."""
+    """The transport for ``endpoint``: ``http.client`` on a local socket and through ``ssh``,
+    docker-py otherwise."""
     path = endpoint.socket_path
     if path is not None:
         return UnixTransport(endpoint, path)
+    if endpoint.host.startswith("ssh://"):
+        return SshTransport(endpoint)
     return DockerPyTransport(endpoint, environ)
 
 
@@ -203,17 +212,33 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class _HTTPClientResponse:
-    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+    """An ``http.client`` answer. With ``release``, a connection whose answer was read to its end
+    (and that the engine keeps open) is handed back for the next request instead of closed."""
+
+    def __init__(
+        self,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        *,
+        release: Callable[[Any], None] | None = None,
+        error: Callable[[BaseException], TransportError] | None = None,
+    ) -> None:
         self._conn = conn
         self._response = response
+        self._release = release
+        self._error = error or _transport_error
+        self._done = False
+        self._closed = False
         self.status = response.status
         self.headers = {k.lower(): v for k, v in response.getheaders()}
 
     def read(self) -> bytes:
         try:
-            return self._response.read()
+            data = self._response.read()
+            self._done = True
+            return data
         except (OSError, http.client.HTTPException) as err:
-            raise _transport_error(err) from None
+            raise self._error(err) from None
         finally:
             self.close()
 
@@ -222,16 +247,23 @@ class _HTTPClientResponse:
             while True:
                 data = self._response.read1(_BLOCK)
                 if not data:
+                    self._done = True
                     return
                 yield data
         except (OSError, http.client.HTTPException) as err:
-            raise _transport_error(err) from None
+            raise self._error(err) from None
         finally:
             self.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._response.close()
-        self._conn.close()
+        if self._release is not None and self._done and not self._response.will_close:
+            self._release(self._conn)
+        else:
+            self._conn.close()
 
     def __enter__(self) -> _HTTPClientResponse:
         return self
@@ -275,6 +307,111 @@ def _transport_error(err: BaseException, host: str = "") -> TransportError:
         return TransportError(f"the engine{where} stopped answering", timed_out=True)
     text = str(err).strip().splitlines()
     return TransportError(f"cannot reach the engine{where}: {text[0] if text else type(err).__name__}")
+
+
+# --- ssh://: the system's ssh command, as the docker CLI ----------------------------------------
+
+
+class _SshConnection(http.client.HTTPConnection):
+    """HTTP through one ``ssh ... docker system dial-stdio`` process."""
+
+    def __init__(self, target: SshTarget, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout, blocksize=_BLOCK)
+        self._target = target
+        self.process: SshProcess | None = None
+
+    def connect(self) -> None:
+        self.process = SshProcess(self._target, self.timeout)
+        self.sock = self.process.socket
+
+    def reusable(self) -> bool:
+        """Open, its ssh running, and nothing (not even an end) waiting to be read."""
+        if self.sock is None or self.process is None or not self.process.alive():
+            return False
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return not readable
+
+    def explain(self, err: BaseException, host: str = "") -> TransportError:
+        """The failure: ssh's own reason when it has ended, else what the socket saw."""
+        if not isinstance(err, TimeoutError) and self.process is not None:
+            reason = self.process.failure()
+            if reason is not None:
+                return TransportError(reason)
+        return _transport_error(err, host)
+
+    def close(self) -> None:
+        super().close()
+        if self.process is not None:
+            self.process.close()
+
+
+class SshTransport:
+    """Requests through ``ssh`` processes; up to :attr:`KEEP` idle connections wait for the
+    next request (a new connection is an ssh login: a fraction of a second, or more)."""
+
+    KEEP = 4
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        try:
+            self.target = SshTarget.parse(endpoint.host)
+        except SshError as err:
+            raise TransportError(str(err)) from None
+        self._idle: list[_SshConnection] = []
+        self._lock = threading.Lock()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | Any | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None,
+    ) -> Response:
+        conn = self._reused()
+        fresh = conn is None
+        if conn is None:  # the login comes before the engine can answer: it has its own allowance
+            conn = _SshConnection(self.target, None if timeout is None else timeout + LOGIN_TIMEOUT)
+        else:
+            assert conn.sock is not None
+            conn.sock.settimeout(timeout)
+        try:
+            conn.request(method, path, body=body, headers={"Host": "docker", **(headers or {})})
+            response = conn.getresponse()
+        except SshError as err:
+            conn.close()
+            raise TransportError(str(err)) from None
+        except (OSError, http.client.HTTPException) as err:
+            error = conn.explain(err, self.endpoint.host)
+            conn.close()
+            raise error from None
+        if fresh and conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return _HTTPClientResponse(conn, response, release=self._release, error=conn.explain)
+
+    def _reused(self) -> _SshConnection | None:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if conn.reusable():
+                return conn
+            conn.close()
+
+    def _release(self, conn: _SshConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.KEEP:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 # --- anything else: docker-py's session --------------------------------------------------------
@@ -331,7 +468,7 @@ def _requests_error(err: BaseException) -> TransportError:
 
 
 class DockerPyTransport:
-    """Requests through docker-py's session: TCP (with TLS), SSH, or any socket it knows."""
+    """Requests through docker-py's session: TCP (with TLS), or any other socket it knows."""
 
     def __init__(self, endpoint: Endpoint, environ: Mapping[str, str] | None = None) -> None:
         import docker
