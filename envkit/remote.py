@@ -74,9 +74,19 @@ def engine_is_local(endpoint: Endpoint) -> bool:
 
 
 def container_name(stack_id: str, service: str) -> str:
-    """The name of a service's container: also its address on the stack's network, unique on
-    the engine (a service's own name may be another network's alias too)."""
+    """The name of a service's container (see :func:`network_address`)."""
     return f"{stack_id}-{service}"
+
+
+DNS_LABEL = 63  # the longest name a resolver takes as one label
+
+
+def network_address(stack_id: str, service: str) -> str:
+    """Where a client on the stack's network reaches ``service``: its container's name, unique on
+    the engine (a service's own name may be another network's alias too), unless that name is
+    too long to resolve: then the service's name, its alias on the network."""
+    name = container_name(stack_id, service)
+    return name if len(name) <= DNS_LABEL else service
 
 
 @dataclass(frozen=True)
@@ -112,11 +122,6 @@ class ServiceHost:
     def network(self) -> bool:
         """Whether this process reaches the services over the stack's network."""
         return self.client is not None
-
-    def address(self, stack_id: str, service: str) -> str:
-        """Where this process connects to ``service``: its container's name on the stack's network,
-        else the service host."""
-        return container_name(stack_id, service) if self.network else self.host
 
     @property
     def loopback(self) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from envkit.config.model import env_name
 from envkit.errors import EndpointError
-from envkit.remote import LOOPBACK, ServiceHost, container_name
+from envkit.remote import LOOPBACK, ServiceHost, network_address
 from envkit.settings import PREFIX
 from envkit.stack.state import StackState
 
@@ -32,7 +32,7 @@ class StackHandle:
             )
             raise EndpointError(service, port if published is not None else None, known)
         if self.network:
-            return container_name(self.stack, service), port
+            return network_address(self.stack, service), port
         return self.host, published[port]
 
     def url(self, service: str, port: int, scheme: str = "http") -> str:
@@ -44,7 +44,7 @@ class StackHandle:
         out = {}
         for service, ports in sorted(self.ports.items()):
             name = PREFIX + env_name(service)
-            out[f"{name}_HOST"] = container_name(self.stack, service) if self.network else self.host
+            out[f"{name}_HOST"] = network_address(self.stack, service) if self.network else self.host
             for port in sorted(ports):
                 out[f"{name}_PORT_{port}"] = str(self.endpoint(service, port)[1])
         return out

@@ -24,7 +24,7 @@ from envkit.docker import labels
 from envkit.docker.engine import ContainerSpec, Daemon
 from envkit.errors import EnvkitError, ServiceUnhealthy, StackStopped
 from envkit.progress import Progress, State
-from envkit.remote import LOCAL, ServiceHost, container_name
+from envkit.remote import LOCAL, ServiceHost, container_name, network_address
 from envkit.stack import health, lease
 from envkit.stack.objects import StackObjects
 from envkit.stack.state import ServiceState, StackState, StateFile
@@ -243,7 +243,7 @@ class Launcher:
                     logs=self.objects.logs,
                     sleep=self._sleep,
                     reach=self.reach,
-                    address=container_name(self.config.id, name) if self.reach.network else None,
+                    address=network_address(self.config.id, name) if self.reach.network else None,
                 )
         except ServiceUnhealthy as err:
             self._raise_if_stopped(name)  # killed by `envkit down --all`, not unhealthy

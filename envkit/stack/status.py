@@ -10,7 +10,7 @@ from envkit.config.model import StackConfig
 from envkit.docker.engine import Container, Daemon
 from envkit.errors import StateCorrupt
 from envkit.fsutil import check_state_dir
-from envkit.remote import ServiceHost, container_name
+from envkit.remote import ServiceHost, network_address
 from envkit.stack import lease, reaper
 from envkit.stack.objects import StackObjects, refuse_another
 from envkit.stack.state import StateFile
@@ -123,7 +123,7 @@ def _endpoints(
     """Container port -> where this process reaches it: the published port at the service host,
     or, over the stack's network, the container's name at the container port."""
     if reach.network:
-        return {p: f"{container_name(stack_id, service)}:{p}" for p in sorted(ports)}
+        return {p: f"{network_address(stack_id, service)}:{p}" for p in sorted(ports)}
     return {p: f"{host}:{hp}" for p, hp in sorted(ports.items())}
 
 

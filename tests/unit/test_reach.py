@@ -262,6 +262,13 @@ def test_the_handle_gives_each_containers_name_and_the_container_port() -> None:
     assert ports.url("web", 8000) == "http://127.0.0.1:40001"  # through the ports, as before
 
 
+def test_a_container_name_too_long_to_resolve_gives_way_to_the_service_alias() -> None:
+    stack = "a" * 50 + "-1a2b3c4d"
+    h = StackHandle(stack=stack, ports={"web": {80: 40001}, "webs": {81: 40002}}, network=True)
+    assert h.endpoint("web", 80) == (f"{stack}-web", 80)  # 63 characters: one DNS label
+    assert h.endpoint("webs", 81) == ("webs", 81)  # 64: the service's alias on the network
+
+
 def test_the_handle_of_a_state_is_as_this_process_reaches_it() -> None:
     state = StackState(stack="s", project="p", root="/r", host="127.0.0.1")
     state.services["web"] = ServiceState(inputs="i", image="img", status="healthy", ports={"80": 40001})
