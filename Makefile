@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 # The tests make their base image from Debian's static busybox; the demo stack's
 # base is a Debian rootfs made by mmdebstrap (images/base/recipe.toml); the remote-cache
 # tests run Debian's docker-registry on 127.0.0.1 with a config of their own; Debian's
-# docker-compose (v1) is a second opinion on envkit's reading of compose files.
-SYSTEM_PACKAGES := busybox-static mmdebstrap docker-registry docker-compose
+# docker-compose (v1) is a second opinion on envkit's reading of compose files; OpenSSH's
+# client (ssh, ssh-keygen) reaches the ssh:// engine of tests/integration/test_ssh_engine.py.
+SYSTEM_PACKAGES := busybox-static mmdebstrap docker-registry docker-compose openssh-client
 system-deps:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
