@@ -227,3 +227,25 @@ def test_an_ssh_port_nobody_listens_on_is_one_error(ssh_project: StackProject, s
     assert f"ssh to root@{engine.ip} could not connect" in done.stderr, done.stderr
     assert "check the address in DOCKER_HOST" in done.stderr
     assert not sp.containers()
+
+
+SICK = """
+[services.sick]
+image = "bb"
+command = ["sh", "-c", "echo sick-over-ssh; exec sleep 300"]
+healthcheck = { cmd = ["false"] }
+start_timeout = 3
+"""
+
+
+def test_an_unhealthy_service_shows_its_log_read_over_ssh(
+    ssh_project: StackProject, ssh_engine: SshEngine
+) -> None:
+    sp, engine = ssh_project, ssh_engine
+    sp.write_stack(SICK)
+    done = sp.cli("up", timeout=120, **engine.env())
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "sick" in done.stderr and "| sick-over-ssh" in done.stderr, done.stderr
+    sp.wait_until(sp.gone, 30, "the failed stack gone from the ssh engine")
+    sp.wait_until(lambda: not ssh_processes(engine), 10, "no ssh process left to the engine")
