@@ -401,7 +401,7 @@ class Assembler:
         dest = posixpath.normpath(posixpath.join("/", workdir, raw_dest)).strip("/")
         matched: list[str] = []
         for source in sources:
-            found = self._match(source)
+            found = _match(self.inputs.files, source)
             if not found:
                 raise CannotAssemble(f"{ins.keyword} source {source!r} matches nothing in the context")
             matched += found
@@ -428,16 +428,6 @@ class Assembler:
                 )
             self._add(image, target, source, owner=(uid, gid), entries=entries)
         return _write_layer(self.spec.name, image, entries, tmp)
-
-    def _match(self, source: str) -> list[str]:
-        """The context paths a COPY source names (Go's filepath.Match for wildcards)."""
-        clean = posixpath.normpath("/" + source).strip("/") or "."
-        if clean == ".":
-            return ["."]
-        if not any(ch in clean for ch in "*?[\\"):
-            return [clean] if clean in self.inputs.files else []
-        pattern = _glob(clean)
-        return [p for p in self.inputs.files if pattern.fullmatch(p)]
 
     def _follow(self, path: str) -> str:
         """The context path a source names once its symlinks are followed (as the builder does,
@@ -632,6 +622,17 @@ def _stage_name_of(dockerfile: Dockerfile, chain: Sequence[int], ref: str) -> st
     starts = _stage_starts(dockerfile)
     names = {_stage_name(dockerfile.instructions[starts[i]].args) for i in chain}
     return ref.lower() if ref.lower() in names else None
+
+
+def _match(files: Mapping[str, str], source: str) -> list[str]:
+    """The context paths a COPY source names (Go's filepath.Match for wildcards)."""
+    clean = posixpath.normpath("/" + source).strip("/") or "."
+    if clean == ".":
+        return ["."]
+    if not any(ch in clean for ch in "*?[\\"):
+        return [clean] if clean in files else []
+    pattern = _glob(clean)
+    return [p for p in files if pattern.fullmatch(p)]
 
 
 def _glob(pattern: str) -> re.Pattern[str]:
