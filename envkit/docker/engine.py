@@ -602,6 +602,7 @@ class _Images(_Registries):
             "Image": image,
             "Entrypoint": ["/envkit-never-started"],
             "Cmd": [],
+            "WorkingDir": "/",  # else the engine makes the image's WorkingDir in it if missing
             "Labels": dict(labels),
             "NetworkDisabled": True,
             "HostConfig": {"NetworkMode": "none"},

@@ -50,6 +50,14 @@ RUN_FIELDS = (
     "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Healthcheck", "ArgsEscaped", "Volumes",
     "WorkingDir", "Labels", "OnBuild", "StopSignal", "StopTimeout", "Shell",
 )  # fmt: skip
+# a Healthcheck's fields; StartInterval only where the engine knows it (API 1.44, Docker 25)
+HEALTHCHECK_FIELDS = ("Test", "Interval", "Timeout", "StartPeriod", "Retries", "StartInterval")
+# what a step's CreatedBy starts with when it made no layer (the classic builder's "#(nop)", or
+# the instruction as BuildKit and envkit's assembler write it); COPY and ADD always make one
+_NO_LAYER = re.compile(
+    r"(?:/bin/sh -c )?(?:#\(nop\)\s*)?(?!COPY\b|ADD\b)"
+    r"(ENV|LABEL|CMD|ENTRYPOINT|EXPOSE|USER|VOLUME|STOPSIGNAL|HEALTHCHECK|SHELL|ARG|ONBUILD|MAINTAINER)\b"
+)
 ZERO_TIME = -62135596800  # Go's zero time, in Unix seconds: "no time"
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", re.IGNORECASE)
 # what a Docker engine's init layer makes in a container: path -> (kind, mode, size)
@@ -81,8 +89,20 @@ def seconds(value: Any) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _run(run: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: run[name] for name in RUN_FIELDS if run.get(name)}
+def _run(run: Mapping[str, Any], api_version: str) -> dict[str, Any]:
+    out = {name: run[name] for name in RUN_FIELDS if run.get(name)}
+    check = out.get("Healthcheck")
+    if isinstance(check, Mapping):  # as the engine's own types hold it: known keys, no zeros
+        keys = HEALTHCHECK_FIELDS if _api(api_version) >= (1, 44) else HEALTHCHECK_FIELDS[:-1]
+        out["Healthcheck"] = {key: check[key] for key in keys if check.get(key)}
+    return out
+
+
+def _api(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (1, 44)
 
 
 def _step(created: Any, created_by: Any, comment: Any, empty: bool) -> dict[str, Any]:
@@ -109,10 +129,11 @@ def _head(architecture: Any, os_name: Any, variant: Any, created: Any) -> dict[s
     return head
 
 
-def canonical(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """An image's raw config (as a save carries it) in the canonical form."""
+def canonical(raw: Mapping[str, Any], api_version: str) -> dict[str, Any]:
+    """An image's raw config (as a save carries it) in the canonical form, as an engine of
+    ``api_version`` holds it."""
     config = _head(raw.get("architecture"), raw.get("os"), raw.get("variant"), raw.get("created"))
-    config["config"] = _run(raw.get("config") or {})
+    config["config"] = _run(raw.get("config") or {}, api_version)
     diff_ids = [str(d) for d in (raw.get("rootfs") or {}).get("diff_ids") or []]
     config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     config["history"] = [
@@ -123,21 +144,22 @@ def canonical(raw: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
-def from_inspect(inspect: Mapping[str, Any], history: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The canonical config from ``docker image inspect`` and ``docker history`` (newest first);
-    None when the history does not tell which steps made the layers."""
+def from_inspect(
+    inspect: Mapping[str, Any], history: Iterable[Mapping[str, Any]], api_version: str
+) -> dict[str, Any] | None:
+    """The canonical config from ``docker image inspect`` and ``docker history`` (newest first)
+    on an engine of ``api_version``; None when the history does not tell which steps made the
+    layers."""
     config = _head(
         inspect.get("Architecture"), inspect.get("Os"), inspect.get("Variant"), inspect.get("Created")
     )
-    config["config"] = _run(inspect.get("Config") or {})
+    config["config"] = _run(inspect.get("Config") or {}, api_version)
     diff_ids = [str(d) for d in (inspect.get("RootFS") or {}).get("Layers") or []]
     config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     steps = list(history)[::-1]
-    made = [int(step.get("Size") or 0) > 0 for step in steps]
-    if steps and sum(made) != len(diff_ids):
-        if len(steps) != len(diff_ids):
-            return None  # some step made an empty layer, some made none: which is which?
-        made = [True] * len(steps)
+    made = _layered(steps, len(diff_ids))
+    if made is None:
+        return None
     config["history"] = [
         _step(step.get("Created"), step.get("CreatedBy"), step.get("Comment"), not layer)
         for step, layer in zip(steps, made, strict=True)
@@ -160,6 +182,24 @@ class PathEntry:
     size: int = 0
 
 
+def _layered(steps: list[Mapping[str, Any]], layers: int) -> list[bool] | None:
+    """Which steps made the ``layers`` layers: those with a size, then, of those without, the
+    ones that are not an instruction that never makes one (ENV, CMD...); None if that does not
+    add up (a step that made an empty layer beside one of the same kind that made none)."""
+    if not steps:
+        return []
+    sized = [int(step.get("Size") or 0) > 0 for step in steps]
+    if sum(sized) == layers:
+        return sized
+    maybe = [
+        not has and not _NO_LAYER.match(str(step.get("CreatedBy") or "").strip())
+        for step, has in zip(steps, sized, strict=True)
+    ]
+    if sum(sized) + sum(maybe) == layers:
+        return [a or b for a, b in zip(sized, maybe, strict=True)]
+    return None
+
+
 Lookup = Callable[[str], "tuple[list[PathEntry], bool] | None"]
 
 
@@ -171,8 +211,12 @@ class Tree:
     """The files of the image being assembled, by path (no leading /): its parent's (all of
     them, or looked up as asked for) and what this build's layers put there."""
 
-    def __init__(self, known: Mapping[str, Node], *, lookup: Lookup | None = None) -> None:
+    def __init__(
+        self, known: Mapping[str, Node], *, lookup: Lookup | None = None, volumes: Iterable[str] = ()
+    ) -> None:
         self.parent: dict[str, Node] = dict(known)  # the parent's nodes, as far as known
+        # the image's VOLUMEs: a created container has their mount points, made if missing
+        self.volumes = {posixpath.normpath("/" + v).strip("/") for v in volumes} - {""}
         self.complete = lookup is None  # every node of the parent is in ``parent``
         self.changes: dict[str, Node] = {}  # what this build's layers wrote
         self._lookup = lookup
@@ -191,6 +235,17 @@ class Tree:
 
     def __setitem__(self, path: str, node: Node) -> None:
         self.changes[path] = node
+
+    def _volume_made(self, entry: PathEntry) -> bool:
+        """Whether ``entry`` may be only what the engine made for a VOLUME of the image: at or
+        under a volume (whose content the engine copied into a new volume), or a directory
+        above one that looks as the engine makes it."""
+        for volume in self.volumes:
+            if entry.path == volume or entry.path.startswith(volume + "/"):
+                return True
+            if volume.startswith(entry.path + "/") and _made_by_engine(entry):
+                return True
+        return False
 
     def _implicit(self) -> set[str]:
         """The directories of a whole tree that no layer lists, only paths under them: the
@@ -214,7 +269,7 @@ class Tree:
         if path in self.parent:
             return self.parent[path]
         if path in self._doubtful:
-            raise Ambiguous(f"/{path} may be only what the engine's init layer makes in a container")
+            raise Ambiguous(f"/{path} may be only what the engine makes in a container (init layer, VOLUME)")
         if self.complete:
             return IMPLICIT_DIR if path in self._implicit() else None
         if path in self._absent:
@@ -236,13 +291,18 @@ class Tree:
             return None
         entries, whole = found
         for entry in entries:
-            if _only_init_layer(entry, entries):
+            if _only_init_layer(entry, entries) or self._volume_made(entry):
                 self._doubtful.add(entry.path)
                 continue
             self.parent[entry.path] = Node(entry.kind, entry.mode, entry.uid, entry.gid, entry.target)
             if whole and entry.kind == "d":
                 self._listed.add(entry.path)
         return self._in_parent(path)
+
+
+def _made_by_engine(entry: PathEntry) -> bool:
+    """Whether ``entry`` is what the engine makes where a path is missing: 0755, root's."""
+    return (entry.kind, entry.mode, entry.uid, entry.gid) == ("d", 0o755, 0, 0)
 
 
 def _only_init_layer(entry: PathEntry, entries: list[PathEntry]) -> bool:
@@ -277,7 +337,9 @@ class Looker:
         chunks = self.daemon.container_archive(self.container, path)
         try:
             return read_entries(chunks, path.strip("/"), DIRECTORY_BUDGET)
-        except EngineNotFound:
+        except EngineNotFound as err:
+            if "no such container" in err.detail.lower():  # removed behind the build's back
+                raise DaemonError(f"the container looked into {self.image} through is gone") from None
             return None
         finally:
             chunks.close()  # stops the engine's archive where it is
@@ -301,7 +363,10 @@ def read_entries(chunks: Iterator[bytes], path: str, budget: int) -> tuple[list[
         with tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 entries.append(_entry(base, member))
-                if stream.count > budget:
+                if entries[0].kind != "d":
+                    stream.count = -1  # nothing is under it: its content is never read
+                    break
+                if stream.count + member.size > budget:  # the next header is past its content
                     break
             else:
                 stream.count = -1  # read to its end
@@ -370,7 +435,7 @@ class Parents:
 
         if not self.read_facts and self.daemon.engine.store != "containerd" and not self.facts.has(image_id):
             try:
-                config = from_inspect(found, self.daemon.history_entries(image_id))
+                config = from_inspect(found, self.daemon.history_entries(image_id), self.daemon.api_version)
             except EngineUnreachable:
                 raise
             except DaemonError:
@@ -378,7 +443,8 @@ class Parents:
             if config is not None:
                 looker = Looker(self.daemon, image_id, {**self.labels, labels.LOOKUP: "1"})
                 self.lookers.append(looker)
-                return config, Tree({}, lookup=looker), []
+                volumes = (found.get("Config") or {}).get("Volumes") or {}
+                return config, Tree({}, lookup=looker, volumes=volumes), []
         try:
             facts = self.facts.get(self.daemon, image_id, stall=self.stall)
         except UnreadableImage as err:
@@ -387,7 +453,7 @@ class Parents:
             raise
         except DaemonError as err:
             raise CannotRead(f"docker save of its base {ref} failed: {err.detail}") from None
-        return canonical(facts.config), Tree(facts.tree), list(facts.layers)
+        return canonical(facts.config, self.daemon.api_version), Tree(facts.tree), list(facts.layers)
 
     def fall_back(self, err: BaseException) -> bool:
         """After ``err`` in an assembly that looked parents up: whether to assemble again from

@@ -233,4 +233,46 @@ CASES: list[Case] = [
         parent=True,
     ),
     Case("parent-copy-into-owned-dir", "FROM parent\nCOPY src ./src/\n", SRC, parent=True),
+    # the lookup: paths of the base (and of the stack parent) looked up in a created
+    # container, the classic builder reading the image's own layers
+    Case(
+        "lookup-sticky-tmp-chown-and-nested",
+        "FROM {base}\nCOPY --chown=1000:1000 src /tmp\nCOPY --chown=7:7 a.txt /tmp/x/y/\n"
+        "WORKDIR /tmp/w/a/b\nCOPY a.txt .\n",
+        {"a.txt": "a", **SRC},
+    ),
+    Case(
+        "lookup-bin-beyond-the-listing-budget",
+        "FROM {base}\nCOPY a.txt /bin/\nCOPY a.txt /bin/zz-late.txt\nCOPY --chown=5:5 a.txt /bin/\n",
+        {"a.txt": "a"},
+    ),
+    Case(
+        "lookup-workdir-nested-new-and-existing",
+        "FROM {base}\nUSER 1000\nWORKDIR /opt/a/b\nWORKDIR /bin\nWORKDIR /tmp\nCOPY a.txt ./\n",
+        {"a.txt": "a"},
+    ),
+    Case(
+        "lookup-multistage-target-stage",
+        "FROM {base} AS one\nCOPY a.txt /tmp/one/\nFROM one AS two\nCOPY --chown=3:3 a.txt /tmp/one/\n"
+        "FROM {base}\nCOPY a.txt /tmp/three/\n",
+        {"a.txt": "a"},
+        target="two",
+    ),
+    # (the stack parent's history has a WORKDIR layer without content beside steps without layers:
+    # it is read from its save, not looked up)
+    Case(
+        "parent-chown-into-its-workdir-and-owned-dir",
+        "FROM parent\nCOPY --chown=2000:2000 a.txt ./\nCOPY a.txt /srv/\nWORKDIR /srv/app/sub\n"
+        "COPY --chown=2000:2000 src /srv/app\n",
+        {"a.txt": "a", **SRC},
+        parent=True,
+    ),
+    # a layer written from looked-up paths, then a path only the init layer may have made (/etc of
+    # the base holds nothing else): the assembly starts again from the base's save
+    Case(
+        "lookup-falls-back-after-a-layer",
+        "FROM {base}\nCOPY --chown=1:1 a.txt /tmp/d/\nCOPY a.txt /etc/\nWORKDIR /etc/w\n"
+        "COPY a.txt /tmp/d/b.txt\n",
+        {"a.txt": "a"},
+    ),
 ]

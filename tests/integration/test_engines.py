@@ -15,6 +15,7 @@ import tarfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -25,9 +26,10 @@ import envkit.images.build
 from envkit.config.find import load
 from envkit.docker import labels
 from envkit.docker.engine import Daemon
-from envkit.errors import BuildError
+from envkit.errors import BuildError, DaemonError
 from envkit.images import archive, parent
 from envkit.images.facts import FactsCache, read_image
+from integration.assembler_corpus import Case, FileValue
 from integration.registry import Registry
 
 pytestmark = pytest.mark.docker
@@ -426,9 +428,257 @@ def test_inspect_and_history_tell_the_config_a_save_carries(
             finally:
                 chunks.close()
             looked = parent.from_inspect(
-                daemon.inspect_image(image_id) or {}, daemon.history_entries(image_id)
+                daemon.inspect_image(image_id) or {}, daemon.history_entries(image_id), daemon.api_version
             )
             assert looked is not None, ref
-            assert looked == parent.canonical(saved.config), ref
+            assert looked == parent.canonical(saved.config, daemon.api_version), ref
     finally:
         daemon.close()
+
+
+# -- the lookup against the classic builder and the save: what the engine makes in a
+# container, harder configs, odd names
+# Bases whose config names paths their files lack, built both ways (classic builder, assembler with
+# no facts cached, so the base is looked up): the two images must hold the same files and config.
+
+
+def _import_with(
+    client: docker.APIClient,
+    project: Project,
+    tag: str,
+    changes: list[str],
+    files: dict[str, str] | None = None,
+) -> str:
+    from conftest import busybox_rootfs_tar
+
+    repository = f"envkit-test/{project.stack}"
+    client.import_image_from_data(
+        busybox_rootfs_tar(files),
+        repository=repository,
+        tag=tag,
+        changes=[f"LABEL {labels.PROJECT}={project.stack}", "ENV PATH=/bin", 'CMD ["sh"]', *changes],
+    )
+    return f"{repository}:{tag}"
+
+
+def _both_ways_differences(
+    project: Project,
+    client: docker.APIClient,
+    tmp_path: Path,
+    base: str,
+    dockerfile: str,
+    files: dict[str, FileValue],
+) -> list[str]:
+    import dataclasses
+
+    from integration.test_assembler import build_both_ways, config_of, differences, files_of, write_case
+
+    on_base = dataclasses.replace(project, base=base)
+    write_case(on_base, Case("on-base", dockerfile, files))
+    by_classic, by_envkit = build_both_ways(on_base, tmp_path)
+    left = client.containers(all=True, filters={"label": f"{labels.LOOKUP}=1"})
+    assert [c for c in left if c["Labels"].get(labels.PROJECT) == project.stack] == [], "lookup left"
+    return differences(
+        files_of(client, by_classic, project.stack), files_of(client, by_envkit, project.stack)
+    ) + differences(config_of(client, by_classic), config_of(client, by_envkit))
+
+
+# A base whose WorkingDir is not among its files (`docker import --change WORKDIR`, `docker commit
+# --change`): a container created of it gets the directory (the engine makes it at create, root's),
+# the image does not. The classic builder's COPY --chown into that path makes it, the owner's.
+def test_a_base_workdir_its_files_lack_is_no_directory(
+    project: Project, docker_client: docker.APIClient, tmp_path: Path
+) -> None:
+    base = _import_with(docker_client, project, "workdir", ["WORKDIR /w"])
+    dockerfile = "FROM {base}\nCOPY --chown=1000:1000 f.txt /w/\n"
+    assert _both_ways_differences(project, docker_client, tmp_path, base, dockerfile, {"f.txt": "f\n"}) == []
+
+
+# A base with a VOLUME its files lack: the archive of a created container mounts the container's
+# volumes, making the mount point (root's); the image has no such directory.
+def test_a_base_volume_its_files_lack_is_no_directory(
+    project: Project, docker_client: docker.APIClient, tmp_path: Path
+) -> None:
+    base = _import_with(docker_client, project, "volume", ["VOLUME /data"])
+    dockerfile = "FROM {base}\nCOPY --chown=1000:1000 f.txt /data/\n"
+    assert _both_ways_differences(project, docker_client, tmp_path, base, dockerfile, {"f.txt": "f\n"}) == []
+
+
+def _canonical_both_ways(daemon: Daemon, client: docker.APIClient, ref: str) -> tuple[Any, Any]:
+    """A local image's canonical config from its save, and from inspect + history (None: the
+    history cannot tell)."""
+    image_id = str(client.inspect_image(ref)["Id"])
+    chunks = daemon.save(image_id, stall=60)
+    try:
+        saved = read_image(chunks, image=image_id)
+    finally:
+        chunks.close()
+    looked = parent.from_inspect(
+        daemon.inspect_image(image_id) or {}, daemon.history_entries(image_id), daemon.api_version
+    )
+    return parent.canonical(saved.config, daemon.api_version), looked
+
+
+def _load_crafted(client: docker.APIClient, config: dict[str, Any], tag: str) -> str:
+    """``docker load`` of a one-layer image whose config is ``config`` (rootfs filled in)."""
+    import hashlib
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("srv/x.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    raw = json.dumps({**config, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    name = hashlib.sha256(raw).hexdigest()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        manifest = [{"Config": f"{name}.json", "RepoTags": [tag], "Layers": ["l/layer.tar"]}]
+        for path, data in ((f"{name}.json", raw), ("l/layer.tar", layer.getvalue()),
+                           ("manifest.json", json.dumps(manifest).encode())):  # fmt: skip
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for _ in client.load_image(out.getvalue()):
+        pass
+    return tag
+
+
+# The canonical config of bases whose configs are harder than test_inspect_and_history_tell_the_
+# config_a_save_carries's: whatever inspect + history answer, when they answer, is what the save
+# carries (else one base gives two IDs to the same child, by whether its facts were cached).
+def test_inspect_and_history_tell_the_config_of_harder_images(
+    project: Project, docker_client: docker.APIClient
+) -> None:
+    base = import_busybox(docker_client, f"envkit-test/{project.stack}", "base", project.stack)
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.hard]\n\n[images.trigger]\n')
+    project.write(
+        "images/hard/Dockerfile",
+        f"FROM {base}\nHEALTHCHECK --interval=5s --retries=2 CMD true\nSTOPSIGNAL SIGINT\nVOLUME /data\n"
+        'LABEL a="" b=x\nENV A=1 A=2\nEXPOSE 80 53/udp\nSHELL ["/bin/sh", "-c"]\nUSER 1000:1000\n'
+        'ENTRYPOINT ["sh"]\nRUN echo hi > /tmp/f\n',
+    )
+    project.write("images/trigger/Dockerfile", f"FROM {base}\nONBUILD RUN echo x\nRUN echo hi > /tmp/f\n")
+    daemon = Daemon()
+    try:
+        built = envkit.images.build.ensure(load(project.root), daemon)
+        refs = [base, *(b.tag for b in built)]
+        for ref in refs:
+            saved, looked = _canonical_both_ways(daemon, docker_client, ref)
+            assert looked is not None, ref  # every step that made a layer made content
+            assert looked == saved, ref
+    finally:
+        daemon.close()
+
+
+# Configs another engine or builder wrote, pulled here. A Healthcheck with Docker 25's StartInterval
+# (`HEALTHCHECK --start-interval`), which this engine's API types do not know, or a zero it would
+# omit: the engine's inspect re-encodes the config through its own types, the save carries the bytes.
+# A time in another zone, history without times, a variant, an author: told the same both ways.
+FOREIGN: dict[str, dict[str, Any]] = {
+    "zone-variant-untimed-history": {
+        "created": "2021-06-01T12:00:00+02:00",
+        "variant": "v3",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "Labels": {"empty": ""}},
+        "history": [{"created_by": "ADD x /", "author": "me", "comment": "c"}],
+    },
+    "healthcheck-start-interval": {
+        "created": "2021-06-01T12:00:00Z",
+        "config": {"Healthcheck": {"Test": ["CMD", "true"], "StartInterval": 1000000000}},
+        "history": [{"created": "2021-06-01T12:00:00Z", "created_by": "ADD x /"}],
+    },
+    "healthcheck-zero-retries": {
+        "created": "2021-06-01T12:00:00Z",
+        "config": {"Healthcheck": {"Test": ["CMD", "true"], "Interval": 0, "Retries": 0}},
+        "history": [{"created": "2021-06-01T12:00:00Z", "created_by": "ADD x /"}],
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(FOREIGN))
+def test_inspect_and_history_tell_a_foreign_config_a_save_carries(
+    name: str, project: Project, docker_client: docker.APIClient
+) -> None:
+    config = {"architecture": "amd64", "os": "linux", **FOREIGN[name]}
+    config["config"] = {
+        **config["config"],
+        "Labels": {**config["config"].get("Labels", {}), labels.PROJECT: project.stack},
+    }
+    tag = _load_crafted(docker_client, config, f"envkit-test/{project.stack}:foreign")
+    daemon = Daemon()
+    try:
+        saved, looked = _canonical_both_ways(daemon, docker_client, tag)
+        assert looked is not None
+        assert looked == saved
+    finally:
+        daemon.close()
+
+
+# The lookup container removed behind the build's back (`docker container prune` in a CI job
+# beside it): the engine answers 404 for every path, which the lookup takes for "nothing there".
+def test_a_removed_lookup_container_is_no_empty_image(
+    project: Project, docker_client: docker.APIClient
+) -> None:
+    base = import_busybox(docker_client, f"envkit-test/{project.stack}", "base", project.stack)
+    daemon = Daemon()
+    looker = parent.Looker(
+        daemon,
+        str(docker_client.inspect_image(base)["Id"]),
+        {labels.PROJECT: project.stack, labels.LOOKUP: "1"},
+    )
+    try:
+        assert looker("bin") is not None
+        assert looker.container is not None
+        docker_client.remove_container(looker.container, force=True, v=True)
+        with pytest.raises(DaemonError):
+            parent.Tree({}, lookup=looker).get("tmp")  # /tmp is in the image (1777)
+    finally:
+        looker.close()
+        daemon.close()
+
+
+# Point 2 of the issue: a fresh machine reads only what the assembler needs. A parent whose history
+# has a layer without content (a WORKDIR that made a directory, as envkit's own assembler and the
+# classic builder both commit) beside steps without a layer (ENV, CMD...) cannot be looked up: its
+# whole save is read. Every stack image with a WORKDIR is such a parent, as are most images built
+# from Dockerfiles.
+def test_a_parent_with_a_workdir_layer_is_looked_up_not_saved(
+    project: Project, docker_client: docker.APIClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = import_busybox(docker_client, f"envkit-test/{project.stack}", "base", project.stack)
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.app]\n\n[images.child]\n')
+    project.write("images/app/Dockerfile", f"FROM {base}\nENV A=1\nWORKDIR /srv/app\nCOPY x.txt ./\n")
+    project.write("images/app/x.txt", "x")
+    project.write("images/child/Dockerfile", "FROM app\nCOPY y.txt /srv/app/\n")
+    project.write("images/child/y.txt", "y")
+    daemon = Daemon()
+    try:
+        [app] = envkit.images.build.ensure(load(project.root), daemon, names=["app"])
+        assert app.builder == "assembler", app
+        app_id = str(docker_client.inspect_image(app.tag)["Id"])
+        saves: list[str] = []
+        real_save = daemon.save
+
+        def counted_save(image: str, *, stall: float | None) -> object:
+            saves.append(image)
+            return real_save(image, stall=stall)
+
+        monkeypatch.setattr(daemon, "save", counted_save)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))  # another machine
+        built = envkit.images.build.ensure(load(project.root), daemon, names=["child"])
+        assert [b.builder for b in built if b.image == "child"] == ["assembler"], built
+        assert app_id not in saves, "the stack parent was saved, not looked up"
+    finally:
+        daemon.close()
+
+
+# Paths with a space, '%' and non-ASCII letters asked for one by one (each directory above holds
+# more than the listing budget, so none is listed whole): the query names them exactly.
+def test_paths_with_spaces_percent_and_unicode_are_looked_up_by_name(
+    project: Project, docker_client: docker.APIClient, tmp_path: Path
+) -> None:
+    big = "x" * (parent.DIRECTORY_BUDGET + 1000)
+    files = {"srv/0big": big, "srv/a b/0big": big, "srv/a b/%41 \u00fc+&#/keep.txt": "k"}
+    base = _import_with(docker_client, project, "names", [], files)
+    dockerfile = 'FROM {base}\nCOPY --chown=1000:1000 ["f.txt", "/srv/a b/%41 \u00fc+&#/"]\n'
+    assert _both_ways_differences(project, docker_client, tmp_path, base, dockerfile, {"f.txt": "f\n"}) == []

@@ -18,6 +18,7 @@ from envkit.images import gc, parent
 from envkit.images.facts import Node
 from envkit.images.parent import Ambiguous, PathEntry, Tree
 
+API = "1.45"  # an engine that knows a Healthcheck's StartInterval (Docker 25 and later)
 RAW = {
     "architecture": "amd64",
     "os": "linux",
@@ -87,8 +88,8 @@ def test_times_are_whole_seconds_in_utc() -> None:
 
 
 def test_a_raw_config_and_inspect_with_history_give_the_same_canonical_config() -> None:
-    from_save = parent.canonical(RAW)
-    assert from_save == parent.from_inspect(INSPECT, HISTORY)
+    from_save = parent.canonical(RAW, API)
+    assert from_save == parent.from_inspect(INSPECT, HISTORY, API)
     assert from_save["config"] == {
         "Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "WorkingDir": "/app", "ExposedPorts": {"80/tcp": {}},
     }  # fmt: skip
@@ -104,16 +105,73 @@ def test_a_raw_config_and_inspect_with_history_give_the_same_canonical_config() 
 
 
 def test_a_history_that_cannot_tell_which_steps_made_layers_is_none() -> None:
-    # the last step made a layer without a change (size 0), beside a step that made none: which?
+    # a step that made a layer without a change (size 0) beside a step with no layer: an ENV never
+    # makes one, so RUN true did
     unchanged = [{**HISTORY[0], "CreatedBy": "RUN true", "Size": 0}, *HISTORY[1:]]
-    assert parent.from_inspect(INSPECT, unchanged) is None
+    told = parent.from_inspect(INSPECT, unchanged, API)
+    assert told is not None
+    assert [bool(h.get("empty_layer")) for h in told["history"]] == [False, True, False, False]
+    assert told == parent.canonical(
+        {**RAW, "history": [*RAW["history"][:3], {**RAW["history"][3], "created_by": "RUN true"}]}, API
+    )
+    # the classic builder's "#(nop)" metadata steps and the assembler's own are told apart too
+    nop = [
+        {**HISTORY[0], "CreatedBy": "WORKDIR /srv", "Size": 0},
+        {**HISTORY[2], "CreatedBy": '/bin/sh -c #(nop)  CMD ["sh"]'},
+        HISTORY[3],
+    ]
+    two = {**INSPECT, "RootFS": {"Type": "layers", "Layers": ["sha256:d1", "sha256:d2"]}}
+    found = parent.from_inspect(two, nop, API)
+    assert found is not None and [bool(h.get("empty_layer")) for h in found["history"]] == [
+        False,
+        True,
+        False,
+    ]
+    # two steps without size that could each have made the one missing layer: which?
+    both = [
+        {**HISTORY[0], "CreatedBy": "RUN true", "Size": 0},
+        {**HISTORY[1], "CreatedBy": "WORKDIR /x", "Size": 0},
+        HISTORY[3],
+    ]
+    assert parent.from_inspect(two, both, API) is None
     # every step a layer, some of them without a change: told by the count
     two_layers = {**INSPECT, "RootFS": {"Type": "layers", "Layers": ["sha256:d1", "sha256:d2"]}}
-    every = parent.from_inspect(two_layers, [unchanged[0], HISTORY[3]])
+    every = parent.from_inspect(two_layers, [unchanged[0], HISTORY[3]], API)
     assert every is not None and not any(h.get("empty_layer") for h in every["history"])
     # no history at all (an imported image whose config has none)
-    bare = parent.from_inspect(INSPECT, [])
-    assert bare is not None and bare["history"] == [] and bare == parent.canonical({**RAW, "history": []})
+    bare = parent.from_inspect(INSPECT, [], API)
+    assert (
+        bare is not None and bare["history"] == [] and bare == parent.canonical({**RAW, "history": []}, API)
+    )
+
+
+def test_a_healthcheck_is_held_as_the_engine_holds_it() -> None:
+    check = {"Test": ["CMD", "true"], "Interval": 0, "Retries": 0, "StartInterval": 5_000_000_000}
+    raw = {**RAW, "config": {**RAW["config"], "Healthcheck": check}}
+    # inspect drops zero fields; an engine before API 1.44 (Docker 25) drops StartInterval too
+    new = {"Test": ["CMD", "true"], "StartInterval": 5_000_000_000}
+    old = {"Test": ["CMD", "true"]}
+    assert parent.canonical(raw, "1.45")["config"]["Healthcheck"] == new
+    assert parent.canonical(raw, "1.41")["config"]["Healthcheck"] == old
+    looked = {**INSPECT, "Config": {**INSPECT["Config"], "Healthcheck": old}}
+    assert parent.from_inspect(looked, HISTORY, "1.41") == parent.canonical(raw, "1.41")
+
+
+def test_a_volume_of_the_image_is_doubtful_and_so_is_a_directory_above_it_made_as_the_engine_makes_them() -> (
+    None
+):
+    files = {
+        "data": _d("data"), "data/x": PathEntry("data/x", "f", 0o644, 0, 0, size=3),
+        "var": PathEntry("var", "d", 0o711, 0, 0), "var/lib": PathEntry("var/lib", "d", 0o700, 0, 0),
+        "var/lib/db": _d("var/lib/db"),
+        "opt": _d("opt"),
+    }  # fmt: skip
+    tree = Tree({}, lookup=Lookups(files), volumes=["/data", "/var/lib/db/", "/opt/new"])
+    for path in ("data", "data/x", "var/lib/db", "opt"):
+        with pytest.raises(Ambiguous):
+            Tree({}, lookup=Lookups(files), volumes=["/data", "/var/lib/db/", "/opt/new"]).get(path)
+    assert tree.get("var/lib") == Node("d", 0o700, 0, 0)  # not as the engine makes it: the image's
+    assert Tree({}, lookup=Lookups(files)).get("data/x") is not None  # no volume: no doubt
 
 
 def _tar(members: list[tuple[str, str]], *, size: int = 0) -> bytes:
@@ -340,3 +398,49 @@ def test_gc_removes_only_this_stacks_lookup_containers_whose_build_is_not_runnin
     gc._lookups(daemon, "shop", tmp_path, dry_run=False, result=result)  # type: ignore[arg-type]
     assert result.containers == ["mine"] and daemon.removed == ["mine"]
     assert "containers" in result.to_json()
+
+
+# -- the lookup: a container gone, the listing budget
+
+
+class _GoneDaemon(_Daemon):
+    """The lookup container was removed behind the build's back (`docker container prune`, a
+    `docker rm` of created containers): the engine answers 404 for the container, not the path."""
+
+    def container_archive(self, cid: str, path: str) -> Iterator[bytes]:
+        def stream() -> Iterator[bytes]:
+            raise EngineNotFound(f"GET /containers/{cid}/archive answered 404: No such container: {cid}", 404)
+            yield b""  # pragma: no cover
+
+        return stream()
+
+
+def test_a_lookup_container_gone_is_an_error_not_an_empty_image() -> None:
+    looker = parent.Looker(_GoneDaemon({}), "sha256:img", {})  # type: ignore[arg-type]
+    tree = Tree({}, lookup=looker)
+    # /tmp is there (1777) in the image: a container that is gone must not make it "absent", or
+    # COPY x /tmp/ writes a new /tmp (0755) over it
+    with pytest.raises(DaemonError):
+        tree.get("tmp")
+
+
+@pytest.mark.parametrize(
+    ("members", "path"),
+    [([("big", "f")], "srv/big"), ([("app", "d"), ("app/a", "f"), ("app/b", "f")], "app")],
+    ids=["a-big-file", "a-directory-of-big-files"],
+)
+def test_the_listing_budget_bounds_what_is_read(members: list[tuple[str, str]], path: str) -> None:
+    # the lookup of a 200 MB file (COPY onto it, or a directory that holds it first) must not read
+    # it through: the budget is what a lookup may cost
+    data = _tar(members, size=8 << 20)
+    consumed = 0
+
+    def counting() -> Iterator[bytes]:
+        nonlocal consumed
+        for chunk in _chunks(data, 65536):
+            consumed += len(chunk)
+            yield chunk
+
+    entries, _ = parent.read_entries(counting(), path, 1 << 20)
+    assert entries[0].path == path
+    assert consumed <= 2 << 20, f"read {consumed} bytes for a budget of {1 << 20}"
