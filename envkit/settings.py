@@ -27,6 +27,13 @@ value is a :class:`~envkit.errors.ConfigError` naming the variable and the fix.
                            a client in a container of the engine), or ``auto`` (default: ``network``
                            when envkit finds its own container on the engine and no service host is
                            set, else ``ports``)
+``ENVKIT_WARDEN``          ``1``: a warden on the engine removes the stack when this machine's reaper
+                           is gone; ``0``: none; ``auto`` (default): on when the engine may outlive
+                           this machine (a remote engine, or this process runs in a container of it)
+``ENVKIT_WARDEN_GRACE``    seconds the warden waits, once no client holds its lease, before it
+                           removes the stack (default 10)
+``ENVKIT_WARDEN_SOCKET``   the engine's socket on the engine's host, mounted into the warden
+                           (default /var/run/docker.sock)
 ``ENVKIT_FAULT``           for envkit's own fault tests only: ``PHASE`` or ``PHASE:stop`` makes the
                            process kill (or stop) itself at that phase (see :mod:`envkit.faults`)
 =========================  =====================================================================
@@ -62,10 +69,15 @@ HOST = "ENVKIT_HOST"
 PUBLISH = "ENVKIT_PUBLISH"
 REACH = "ENVKIT_REACH"
 REACHES = ("auto", "ports", "network")  # ENVKIT_REACH's values (envkit.reach)
+WARDEN = "ENVKIT_WARDEN"
+WARDEN_GRACE = "ENVKIT_WARDEN_GRACE"
+WARDEN_SOCKET = "ENVKIT_WARDEN_SOCKET"
 
 DEFAULT_LOCK_TIMEOUT = 120.0  # seconds; the lock is held while containers are created or removed
 DEFAULT_GRACE = 3.0  # seconds a stack outlives its last holder, so a late joiner finds it up
 DEFAULT_BUILD_STALL = 600.0  # seconds of silence after which a build is stuck, not slow
+DEFAULT_WARDEN_GRACE = 10.0  # seconds the warden waits with no client before it removes the stack
+DEFAULT_WARDEN_SOCKET = "/var/run/docker.sock"
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,9 @@ class Settings:
     host: str | None = None  # ENVKIT_HOST: the service host (None: unset)
     publish: str | None = None  # ENVKIT_PUBLISH: the address ports are published on (None: unset)
     reach: str = "auto"  # ENVKIT_REACH: auto, ports or network (envkit.reach)
+    warden: bool | None = None  # ENVKIT_WARDEN: None (auto), True, False (envkit.stack.warden)
+    warden_grace: float = DEFAULT_WARDEN_GRACE
+    warden_socket: str = DEFAULT_WARDEN_SOCKET
 
     def stay(self, keep: bool, ttl: float | None) -> tuple[bool, float | None]:
         """How long a holder wants the stack kept after it leaves: ``keep`` or ``ttl`` as
@@ -123,6 +138,9 @@ class Settings:
                 env, PUBLISH, publish_problem, f"set {PUBLISH}=0.0.0.0 or {PUBLISH}=10.0.0.5"
             ),
             reach=_env_reach(env),
+            warden=_env_warden(env),
+            warden_grace=_env_seconds(env, WARDEN_GRACE, DEFAULT_WARDEN_GRACE),
+            warden_socket=_env_socket(env),
         )
 
 
@@ -223,6 +241,36 @@ def _env_reach(env: Mapping[str, str]) -> str:
             REACH,
             f"{raw!r} is not one of {', '.join(REACHES)}",
             f"set {REACH}=ports (published ports) or {REACH}=network (join the stack's network), or unset it",
+        )
+    return raw
+
+
+def _env_warden(env: Mapping[str, str]) -> bool | None:
+    raw = env.get(WARDEN, "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(
+        "environment",
+        WARDEN,
+        f"{raw!r} is not 1, 0 or auto",
+        f"set {WARDEN}=1 (a warden on the engine), {WARDEN}=0 (none), or unset it (auto)",
+    )
+
+
+def _env_socket(env: Mapping[str, str]) -> str:
+    raw = env.get(WARDEN_SOCKET, "").strip()
+    if not raw:
+        return DEFAULT_WARDEN_SOCKET
+    if not raw.startswith("/"):
+        raise ConfigError(
+            "environment",
+            WARDEN_SOCKET,
+            f"{raw!r} is not an absolute path",
+            f"set {WARDEN_SOCKET}=/run/podman/podman.sock (the engine's socket on its host), or unset it",
         )
     return raw
 

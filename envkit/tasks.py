@@ -305,6 +305,9 @@ def status(c: Context, json: bool = False) -> None:
         print(f"reached: at the published ports ({info['reach_source']})")
     if info["network_clients"]:
         print(f"network clients: {', '.join(info['network_clients'])}")
+    if info.get("warden"):
+        warden = info["warden"]
+        print(f"warden: on the engine, leased at {warden['endpoint']} ({warden['container']})")
     remote = info["cache"]
     if remote:
         pushing = "; builds push to it (ENVKIT_CACHE_PUSH)" if remote["push"] else ""

@@ -17,6 +17,7 @@ BUILDER = "envkit.builder"  # which builder made an image: assembler, classic or
 SERVICE = "envkit.service"
 INPUTS = "envkit.inputs"  # hash of a service's settings and image identity
 ROOT = "envkit.root"  # the checkout a stack's containers belong to
+ROLE = "envkit.role"  # a stack's container that is no service: "warden" (envkit.stack.warden)
 LOOKUP = "envkit.lookup"  # a container the assembler looks into a parent image through (never started)
 
 

@@ -37,13 +37,19 @@ class StackObjects:
         self.fault = fault  # a fault test's phase (envkit.faults)
 
     def containers(self, service: str | None = None) -> list[Container]:
-        """This stack's containers (all states), or one service's."""
-        found = [
-            c for c in self.daemon.containers(self.selector) if c.labels.get(labels.STACK) == self.stack_id
-        ]
+        """This stack's services' containers (all states), or one service's: not its warden."""
+        found = [c for c in self._all() if labels.ROLE not in c.labels]
         if service is not None:
             found = [c for c in found if c.labels.get(labels.SERVICE) == service]
         return found
+
+    def _all(self) -> list[Container]:
+        listed = self.daemon.containers(self.selector)
+        return [c for c in listed if c.labels.get(labels.STACK) == self.stack_id]
+
+    def wardens(self) -> list[Container]:
+        """The stack's warden's container (envkit.stack.warden): one, or none."""
+        return [c for c in self._all() if labels.ROLE in c.labels]
 
     def networks(self) -> list[Network]:
         return [n for n in self.daemon.networks(self.selector) if n.labels.get(labels.STACK) == self.stack_id]
@@ -150,9 +156,10 @@ class StackObjects:
             list(pool.map(remove, ids))
 
     def teardown(self) -> int:
-        """Remove every container, the volumes and the network of this stack; the number of
-        containers removed."""
-        containers = [c.id for c in self.containers()]
+        """Remove every container (its warden's too), the volumes and the network of this stack;
+        the number of its services' containers removed."""
+        found = self._all()
+        containers = [c.id for c in found]
         self.remove(containers)
         faults.reach(self.fault, "teardown.containers")
         for volume in self.volumes():
@@ -168,7 +175,7 @@ class StackObjects:
                     if isinstance(err, EngineUnreachable) or attempt == 9:
                         raise
                     time.sleep(0.2)
-        return len(containers)
+        return sum(1 for c in found if labels.ROLE not in c.labels)
 
     def stop(self, state_file: StateFile) -> int:
         """Tear the stack down: its containers, its network, then its state file."""

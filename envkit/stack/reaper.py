@@ -42,6 +42,7 @@ from envkit.settings import Settings
 from envkit.stack import idle, lease
 from envkit.stack.objects import StackObjects
 from envkit.stack.state import StackState, StateFile
+from envkit.stack.warden_link import Link
 
 POLL = 0.5  # seconds between looks at the holders
 GIVE_UP = 3600.0  # seconds of failing looks in a row after which the reaper gives up
@@ -181,6 +182,15 @@ class Reaper:
         self.settings = settings
         self.state_file = StateFile(state_dir)
         self._objects: StackObjects | None = None
+        self.link = Link(stack_id)  # the lease on the stack's warden, when it has one
+
+    def hold_warden(self) -> None:
+        """Keep the lease on the stack's warden (envkit.stack.warden) open while the state names one."""
+        try:
+            state = self.state_file.read()
+        except StateCorrupt:
+            return
+        self.link.tick(state.warden if state is not None and state.stack == self.stack_id else None)
 
     @property
     def objects(self) -> StackObjects:
@@ -370,6 +380,10 @@ def _reap(reaper: Reaper, retry: Retry | None = None) -> int:
             shadow_failures += 1
             if shadow_failures == 1 or shadow_failures % 120 == 0:
                 _say(f"cannot start a shadow (will retry): {type(err).__name__}: {err}".splitlines()[0])
+        try:  # apart from the look at the stack too: an unreachable warden must not stop a teardown
+            reaper.hold_warden()
+        except Exception as err:  # tried again at the next look
+            _say(f"cannot hold the warden's lease: {type(err).__name__}: {err}".splitlines()[0])
         try:
             done = reaper.step()
             retry.succeeded()
@@ -392,6 +406,7 @@ def _reap(reaper: Reaper, retry: Retry | None = None) -> int:
             time.sleep(wait)
             continue
         if done:
+            reaper.link.close()
             reaper._finish()
             return 0
 

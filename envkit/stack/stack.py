@@ -38,7 +38,7 @@ from envkit.progress import Progress, Silent
 from envkit.reach import detect
 from envkit.remote import service_host
 from envkit.settings import Settings
-from envkit.stack import lease, reaper
+from envkit.stack import lease, reaper, warden
 from envkit.stack.handle import StackHandle, handle
 from envkit.stack.idle import Outcome, decide, mark_idle
 from envkit.stack.launch import Launcher
@@ -245,6 +245,7 @@ class Stack:
             publish=self.reach.publish,
         )
         holder = lease.new_holder("process", services=tuple(names), keep=keep, ttl=ttl)
+        warden_tag = warden.image_for(self.reach, self.daemon, self.settings, self.id, self.progress)
         with self._locked():
             self._fault("acquire.locked")
             live, _ = lease.prune(self.state_dir)
@@ -289,11 +290,13 @@ class Stack:
                     self._fault("acquire.network")
                     if client is not None:
                         self.objects.join(client.id, client.name)
+                started = warden.keep(self, state, warden_tag)  # a warden on the engine, if any
             except BaseException:
                 registration.drop()
                 raise
         _install_exit_hooks()
         try:
+            warden.check(self, started)
             launcher = Launcher(
                 self.config,
                 self.daemon,
@@ -457,7 +460,7 @@ class Stack:
             lease.state_lock(self.state_dir, self.settings.lock_timeout, unless_stuck_after=stuck) as passed,
             self.daemon.bounded(call_bound(self.settings)),
         ):
-            self._refuse_another()
+            _refuse_another(self)
             lease.remove_pins(self.state_dir)
             live, _ = lease.prune(self.state_dir)
             if live and not force:
@@ -466,17 +469,18 @@ class Stack:
                 lease.remove_all(self.state_dir)
             return Down(self.objects.stop(self.state_file), live, lock_owner=passed)
 
-    def _refuse_another(self) -> None:
-        """StateDirInUse if the state directory holds another stack that runs (changes nothing)."""
-        try:
-            state = self.state_file.read()
-        except StateCorrupt:
-            return  # whose it was cannot be told: this stack's own labels decide what goes
-        live = any(lease.is_alive(h, p) for h, p in lease.read_holders(self.state_dir))
-        refuse_another(self.state_dir, state, self.id, live, self.daemon)
-
     def status(self) -> dict[str, Any]:
         """What runs, who holds it and for how long it stays: a JSON-ready dict (changes nothing)."""
         from envkit.stack.status import status
 
         return status(self.config, self.daemon, self.reach, revive=self.revive_reaper)
+
+
+def _refuse_another(stack: Stack) -> None:
+    """StateDirInUse if the state directory holds another stack that runs (changes nothing)."""
+    try:
+        state = stack.state_file.read()
+    except StateCorrupt:
+        return  # whose it was cannot be told: this stack's own labels decide what goes
+    live = any(lease.is_alive(h, p) for h, p in lease.read_holders(stack.state_dir))
+    refuse_another(stack.state_dir, state, stack.id, live, stack.daemon)

@@ -64,6 +64,9 @@ class StackState:
     # (envkit.remote.ServiceHost): set by each acquire, so every process reports the same.
     host: str | None = None
     publish: str | None = None
+    # Where the stack's warden (envkit.stack.warden) listens for the reaper's lease, as
+    # "HOST:PORT"; None when the stack has none.
+    warden: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,6 +98,7 @@ class StackState:
             hold_ttl=_number(data, "hold_ttl", optional=True),
             host=_text(data, "host", optional=True),
             publish=_text(data, "publish", optional=True),
+            warden=_text(data, "warden", optional=True),
         )
 
 

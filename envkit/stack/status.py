@@ -50,6 +50,7 @@ def status(
     host = f"[{reached['host']}]" if ":" in reached["host"] else reached["host"]
     objects = StackObjects(daemon, config.id)
     containers = {c.id: c for c in objects.containers()}
+    wardens = objects.wardens()  # the stack's warden (envkit.stack.warden): not a service
     services = {}
     for name in sorted(set(config.services) | set(state.services if state else ())):
         svc = state.services.get(name) if state else None
@@ -95,7 +96,15 @@ def status(
         **reached,  # host, host_source, publish, publish_source
         **reach.reach_json(),  # reach, reach_source, client_container
         # containers without the stack's labels on its network: clients that joined it (envkit.reach)
-        "network_clients": _clients(daemon, objects, set(containers)) if state and state.network else [],
+        "network_clients": (
+            _clients(daemon, objects, set(containers) | {w.id for w in wardens})
+            if state and state.network
+            else []
+        ),
+        # the warden on the engine that removes the stack if this machine's reaper is gone
+        "warden": (
+            {"endpoint": state.warden if state else None, "container": wardens[0].status} if wardens else None
+        ),
         "services": services,
         "holders": holders,
         "idle": idle,

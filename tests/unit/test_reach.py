@@ -366,7 +366,9 @@ def in_dev(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Stack, Fake
     monkeypatch.setattr(reach, "clues", lambda: IN_DEV)
     (tmp_path / "envkit.toml").write_text(STACK)
     fake = engine_knowing(info())
-    stack = Stack(load(tmp_path, environ={}), fake, settings=Settings(lock_timeout=5.0, grace=0.0))  # type: ignore[arg-type]
+    stack = Stack(
+        load(tmp_path, environ={}), fake, settings=Settings(warden=False, lock_timeout=5.0, grace=0.0)
+    )  # type: ignore[arg-type]
     return stack, fake
 
 

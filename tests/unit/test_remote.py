@@ -271,7 +271,7 @@ def remote_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Stack
     monkeypatch.setattr(reaper, "running", lambda state_dir: True)
     fake = FakeDaemon()
     fake.endpoint = Endpoint("tcp://10.0.0.5:2375", "DOCKER_HOST")
-    stack = Stack(config(tmp_path), fake, settings=Settings(lock_timeout=5.0, grace=0.0))  # type: ignore[arg-type]
+    stack = Stack(config(tmp_path), fake, settings=Settings(warden=False, lock_timeout=5.0, grace=0.0))  # type: ignore[arg-type]
     return stack, fake
 
 
@@ -301,7 +301,7 @@ def test_status_shows_what_the_stack_recorded_over_this_processs_own_view(
 ) -> None:
     """`envkit status` from a shell without ENVKIT_HOST agrees with the holders that set it."""
     stack, fake = remote_stack
-    joined = Stack(stack.config, fake, settings=Settings(lock_timeout=5.0, host="engine.lan"))  # type: ignore[arg-type]
+    joined = Stack(stack.config, fake, settings=Settings(warden=False, lock_timeout=5.0, host="engine.lan"))  # type: ignore[arg-type]
     held = joined.acquire(["web"])
     try:
         info = stack.status()
