@@ -85,6 +85,9 @@ class StackProject:
     def env(self, **extra: str) -> dict[str, str]:
         env = self.project.env()
         env["ENVKIT_GRACE"] = str(self.grace)
+        # No warden (envkit.stack.warden) unless a test asks for one: on a remote engine its image
+        # costs a Debian build per engine container; tests/integration/test_warden.py tests it.
+        env["ENVKIT_WARDEN"] = "0"
         env.update(extra)
         return env
 

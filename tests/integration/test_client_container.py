@@ -94,6 +94,7 @@ class DevContainer:
         environ = {
             "ENVKIT_ROOT": str(self.sp.root),
             "ENVKIT_GRACE": "0",
+            "ENVKIT_WARDEN": "0",  # not what these tests test (tests/integration/test_warden.py does)
             "XDG_CACHE_HOME": "/tmp/xdg",
             "PYTHONDONTWRITEBYTECODE": "1",
             **env,
