@@ -7,13 +7,15 @@ A parent is known in one of two ways:
   On Docker's containerd image store this is the only way: a child's manifest
   names the parent's layers by the blobs the engine holds, which only a save
   tells.
-- looked up, on every other store, when no facts are cached (a base pulled
-  from a registry or a remote cache, on a fresh machine): the config from
+- looked up, on Docker's classic image store, when no facts are cached (a base
+  pulled from a registry or a remote cache, on a fresh machine): the config from
   ``docker image inspect`` and ``docker history``, the files path by path, only
   those an instruction asks about, from a container of the image that is
   created, never started, and removed (``GET /containers/{id}/archive``, headers
   only; a small directory is listed whole in the same answer). A save costs
-  seconds per hundred megabytes; a lookup costs a few requests.
+  seconds per hundred megabytes; a lookup costs a few requests. Podman's
+  Docker-compatible inspect leaves an image's Healthcheck out (and its history
+  fails on some images), so there the save is read too.
 
 Either way the config is put in one canonical form (:func:`canonical`): the
 fields an engine reads, none that are empty, history times in whole seconds (as
@@ -72,17 +74,19 @@ DIRECTORY_BUDGET = 1 << 20  # bytes of a directory's archive read to list it who
 
 
 def seconds(value: Any) -> str | None:
-    """A time (RFC 3339 text, or Unix seconds) as ``YYYY-MM-DDTHH:MM:SSZ``; None for none."""
+    """A time (RFC 3339 text, or Unix seconds) as ``YYYY-MM-DDTHH:MM:SSZ``; None for none: Go's
+    zero time, and the Unix epoch (which newer engines' ``docker history`` gives for a step
+    without a time, and a reproducible build may write)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        if value <= ZERO_TIME:
+        if value <= ZERO_TIME or value == 0:
             return None
         moment = datetime.datetime.fromtimestamp(int(value), datetime.timezone.utc)
     elif isinstance(value, str) and (found := _RFC3339.match(value.strip())):
         zone = found.group(2).upper().replace("Z", "+00:00")
         moment = datetime.datetime.fromisoformat(found.group(1) + zone).astimezone(datetime.timezone.utc)
-        if moment.year <= 1:
+        if moment.year <= 1 or moment.timestamp() == 0:
             return None
     else:
         return None
@@ -429,11 +433,11 @@ class Parents:
         self, ref: str, image_id: str, found: Mapping[str, Any]
     ) -> tuple[dict[str, Any], Tree, list[Blob]]:
         """A parent's canonical config, its files and its layers' blobs (none when not known):
-        from its facts when cached (or on the containerd store, which names layers by blobs
-        only a save tells), else looked up. CannotRead: its facts cannot be read."""
+        from its facts when cached or where a lookup cannot tell (see the module docstring),
+        else looked up. CannotRead: its facts cannot be read."""
         from envkit.docker import labels
 
-        if not self.read_facts and self.daemon.engine.store != "containerd" and not self.facts.has(image_id):
+        if not self.read_facts and self.daemon.engine.store == "classic" and not self.facts.has(image_id):
             try:
                 config = from_inspect(found, self.daemon.history_entries(image_id), self.daemon.api_version)
             except EngineUnreachable:

@@ -83,7 +83,16 @@ def test_times_are_whole_seconds_in_utc() -> None:
     assert parent.seconds("2024-03-01T10:20:30.123456789Z") == "2024-03-01T10:20:30Z"
     assert parent.seconds("2024-03-01T11:20:30+01:00") == "2024-03-01T10:20:30Z"
     assert parent.seconds(1709288430) == "2024-03-01T10:20:30Z"
-    for none in ("0001-01-01T00:00:00Z", parent.ZERO_TIME, "", None, "yesterday", True):
+    for none in (
+        "0001-01-01T00:00:00Z",
+        parent.ZERO_TIME,
+        0,
+        "1970-01-01T00:00:00Z",
+        "",
+        None,
+        "yesterday",
+        True,
+    ):
         assert parent.seconds(none) is None
 
 
