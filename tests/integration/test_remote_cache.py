@@ -105,6 +105,7 @@ class Events:
         self.seen: list[dict[str, Any]] = []
 
     def __enter__(self) -> Events:
+        self.started = time.time_ns()  # what happened before the block (a build just done) is not its
         self.proc = subprocess.Popen(
             ["docker", "events", "--since", f"{time.time() - 0.5:.3f}", "--format", "{{json .}}"]
             + [f"--filter={f}" for f in self.filters],
@@ -118,7 +119,8 @@ class Events:
         time.sleep(1.0)  # the last events reach the stream
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=10)
-        self.seen = [json.loads(line) for line in out.splitlines() if line.strip()]
+        seen = [json.loads(line) for line in out.splitlines() if line.strip()]
+        self.seen = [e for e in seen if int(e.get("timeNano") or 0) >= self.started]
 
     def of(self, stack: str, action: str) -> list[dict[str, Any]]:
         """The events ``action`` of objects labelled with ``stack`` (a container inherits the
