@@ -13,7 +13,7 @@ cache (no facts of the base) and the app's image removed. The build is in-proces
 - looked up: what envkit does: the base's config from inspect and history, the paths the
   instructions ask about from a container created and never started;
 - saved: the base's facts read from its ``docker save`` (what envkit did before, and still
-  does on Docker's containerd image store, and where a lookup cannot tell).
+  does on Docker's containerd image store and on Podman, and where a lookup cannot tell).
 
 Both give the same image (the same ID: checked). The figure is the ratio of the medians, in
 one run, interleaved. Everything it creates carries envkit's labels and is removed at the end.
