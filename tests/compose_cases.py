@@ -865,6 +865,39 @@ services:
     ],
 )
 
+# What compose passes on to the engine as written, though the engine will read it otherwise or
+# refuse it later: an environment name holding '=' (the container sees A with the value B=x)
+# and a platform no engine has. compose (v2's loader, and v1) accepts both at load: so does envkit
+# for a compose file (envkit.toml refuses them).
+AS_WRITTEN = Case(
+    "as-written",
+    {
+        "compose.yaml": """\
+services:
+  app:
+    build: .
+    platform: linux/nosuch
+    environment:
+      "A=B": x
+      URL: "http://h/?a=1&b=2"
+  tool:
+    image: busybox:1.36
+    platform: nosuch
+    environment:
+      - C=d=e
+""",
+        "Dockerfile": "FROM busybox:1.36\n",
+    },
+    stack="as-written",
+    images={"app": {"context": "{root}", "dockerfile": "{root}/Dockerfile", "platform": "linux/nosuch"}},
+    services={
+        "app": ext("app", built=True, environment={"A=B": "x", "URL": "http://h/?a=1&b=2"}),
+        "tool": ext("busybox:1.36", environment={"C": "d=e"}),
+    },
+    notes=["services.tool.platform: ignored for a pulled image (the daemon's platform is used)"],
+    v1=True,
+)
+
 CASES = [
     PORTS,
     BUILD,
@@ -878,4 +911,5 @@ CASES = [
     ANCHORS_AND_TRAPS,
     MERGED,
     SINGLETONS,
+    AS_WRITTEN,
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from envkit import graph
+from envkit.config import platform as platform_mod
 from envkit.config import recipe as recipe_mod
 from envkit.config.model import (
     DEFAULT_START_TIMEOUT,
@@ -84,6 +85,7 @@ def parse(data: dict[str, Any], *, file: Path, root: Path, prefix: str, state_di
         raw[image_name] = entry
 
     images = {n: _image(n, e, root, err) for n, e in raw.items()}
+    _check_platforms(images, err)
     images = _resolve_parents(images, err)
     services_table = _table(data, "services", err, required=False)
     services = {n: _service(n, e, images, err) for n, e in services_table.items()}
@@ -262,6 +264,7 @@ def _service(name: str, entry: Any, images: Mapping[str, ImageSpec], err: _Err) 
     if not isinstance(env_value, dict):
         raise err(key + ".environment", "must be a table", 'write environment = { NAME = "value" }')
     environment = _strings_table(env_value, key + ".environment", "must be a string or number", err)
+    _check_variable_names(environment, key + ".environment", err)
 
     command_value = entry.get("command")
     if command_value is not None and (
@@ -308,6 +311,43 @@ def _strings_table(table: dict[str, Any], key: str, problem: str, err: _Err) -> 
             raise err(f"{key}.{name}", f"{value} is not a finite number", f'write {name} = "value"')
         out[name] = str(value)
     return out
+
+
+def _check_variable_names(environment: Mapping[str, str], key: str, err: _Err) -> None:
+    """The engine passes a container's variables as ``NAME=value`` strings: a name holding ``=``
+    is cut at it (``"A=B" = "x"`` is A with the value ``B=x``), an empty name is refused at the
+    start, a NUL ends the string. Any other character is the container's business (as for
+    docker and compose)."""
+    for name, value in environment.items():
+        if not name:
+            raise err(key, "a variable has an empty name", 'give it a name (NAME = "value"), or remove it')
+        where = f"{key}.{_quoted_key(name)}"
+        if "\0" in name:
+            raise err(where, "a variable name cannot hold a NUL character", "remove it from the name")
+        before, _, after = name.partition("=")
+        if "=" in name:
+            meant = repr(after + "=" + value)
+            seen = f"{before} with the value {meant}" if before else "a variable without a name"
+            raise err(
+                where,
+                f"a variable name cannot hold '=': the engine would give the container {seen}",
+                f"write the name without '=' (a value may hold one: {before or 'NAME'} = {meant})",
+            )
+
+
+def _quoted_key(name: str) -> str:
+    """A TOML key as the file writes it: bare when it can be, else quoted."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\0", "\\u0000") + '"'
+
+
+def _check_platforms(images: Mapping[str, ImageSpec], err: _Err) -> None:
+    for name, spec in images.items():
+        found = None if spec.platform is None else platform_mod.problem(spec.platform)
+        if found:
+            problem, value = found
+            raise err(f"images.{name}.platform", problem, f"write platform = {value}")
 
 
 def _finite(value: Any) -> bool:

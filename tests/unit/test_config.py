@@ -176,3 +176,132 @@ def test_bad_stack_file_exits_non_zero_without_traceback(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert "images.app.args" in proc.stderr and "fix:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+SERVICE = '[stack]\nname = "d"\n[services.s]\nimage = "busybox"\n'
+IMAGE = '[stack]\nname = "d"\n[images.app]\n'
+
+# Values the engine would misread, or refuse only at the build: (toml, key, problem, fix).
+MISREAD = [
+    (
+        SERVICE + 'environment = { "A=B" = "x" }\n',
+        'services.s.environment."A=B"',
+        "cannot hold '=': the engine would give the container A with the value 'B=x'",
+        "write the name without '=' (a value may hold one: A = 'B=x')",
+    ),
+    (
+        SERVICE + 'environment = { "=B" = "x" }\n',
+        'services.s.environment."=B"',
+        "a variable without a name",
+        "a value may hold one",
+    ),
+    (SERVICE + 'environment = { "" = "x" }\n', "services.s.environment", "an empty name", "give it a name"),
+    (
+        SERVICE + 'environment = { "A\\u0000B" = "x" }\n',
+        'services.s.environment."A\\u0000B"',
+        "cannot hold a NUL character",
+        "remove it from the name",
+    ),
+    (
+        IMAGE + 'platform = "linux/nosuch"\n',
+        "images.app.platform",
+        "'nosuch' is not an architecture Docker knows (386, amd64,",
+        'write platform = "linux/amd64"',
+    ),
+    (
+        IMAGE + 'platform = "nosuch/amd64"\n',
+        "images.app.platform",
+        "'nosuch' is not an operating system Docker knows (aix,",
+        'write platform = "linux/amd64"',
+    ),
+    (
+        IMAGE + 'platform = "linux/arm/v9"\n',
+        "images.app.platform",
+        "'v9' is not a variant of arm (its variants: v5, v6, v7, v8)",
+        'write platform = "linux/arm"',
+    ),
+    (
+        IMAGE + 'platform = "linux/386/v1"\n',
+        "images.app.platform",
+        "'v1' is not a variant of 386 (it has none)",
+        'write platform = "linux/386"',
+    ),
+    (
+        IMAGE + 'platform = "linux/x86_64"\n',
+        "images.app.platform",
+        "'linux/x86_64' is Docker's other spelling of 'linux/amd64'",
+        'write platform = "linux/amd64"',
+    ),
+    (
+        IMAGE + 'platform = "Linux/aarch64/8"\n',
+        "images.app.platform",
+        "other spelling of 'linux/arm64/v8'",
+        'write platform = "linux/arm64/v8"',
+    ),
+    (
+        IMAGE + 'platform = "linux/armhf"\n',
+        "images.app.platform",
+        "other spelling of 'linux/arm/v7'",
+        'write platform = "linux/arm/v7"',
+    ),
+    (
+        IMAGE + 'platform = "linux/amd64/"\n',
+        "images.app.platform",
+        "os/arch or os/arch/variant",
+        "linux/amd64",
+    ),
+    (
+        IMAGE + 'platform = "linux/a/b/c"\n',
+        "images.app.platform",
+        "os/arch or os/arch/variant",
+        "linux/amd64",
+    ),
+]
+
+
+@pytest.mark.parametrize(("toml", "key", "problem", "fix"), MISREAD, ids=[m[1] + "|" + m[2] for m in MISREAD])
+def test_a_value_the_engine_would_misread_is_refused_at_load(
+    tmp_path: Path, toml: str, key: str, problem: str, fix: str
+) -> None:
+    make(tmp_path, toml)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={})
+    err = caught.value
+    assert err.key == key
+    assert problem in err.problem
+    assert fix in err.fix
+    assert str(tmp_path / "envkit.toml") in str(err)
+
+
+ACCEPTED_PLATFORMS = [
+    "linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6", "linux/amd64/v3",
+    "linux/386", "linux/ppc64le", "linux/s390x", "linux/riscv64", "linux/loong64", "windows/amd64",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("platform", ACCEPTED_PLATFORMS)
+def test_platforms_docker_knows_are_accepted(tmp_path: Path, platform: str) -> None:
+    make(tmp_path, IMAGE + f'platform = "{platform}"\n')
+    assert load(tmp_path, environ={}).images["app"].platform == platform
+
+
+def test_an_environment_value_may_hold_equals_signs(tmp_path: Path) -> None:
+    make(tmp_path, SERVICE + 'environment = { A = "x=y", "B.c-d" = "=", URL = "p?a=1&b=2" }\n')
+    environment = load(tmp_path, environ={}).services["s"].environment
+    assert environment == {"A": "x=y", "B.c-d": "=", "URL": "p?a=1&b=2"}
+
+
+def test_an_unknown_platform_exits_non_zero_before_any_build(tmp_path: Path) -> None:
+    make(tmp_path, IMAGE + 'platform = "linux/nosuch"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "envkit", "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "ENVKIT_ROOT": str(tmp_path)},
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "images.app.platform: 'nosuch' is not an architecture" in proc.stderr
+    assert 'fix: write platform = "linux/amd64"' in proc.stderr
+    assert "Traceback" not in proc.stderr
