@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from envkit.config.find import load
+from envkit.errors import ConfigError
+
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "ENVKIT_"))}
 DOCKERFILE = "FROM busybox:1.36 AS base\nCOPY . /app\n"
 
@@ -254,6 +257,51 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ["compose.yaml:1", "name", "is not a compose project name"],
     ),
     (
+        "unset-variable-in-image",
+        {"compose.yaml": "services:\n  web:\n    image: busybox:${TAG}\n"},
+        [
+            "compose.yaml:3",
+            "services.web.image: 'busybox:' is not a valid image reference "
+            "(the variable TAG is not set: an empty string is used, as compose does)",
+            "fix: set TAG in the environment or in the .env file beside the compose file, or write",
+        ],
+    ),
+    (
+        "unset-variable-is-the-image",
+        {"compose.yaml": "services:\n  web:\n    image: ${IMAGE}\n"},
+        ["compose.yaml:3", "services.web.image: has neither image nor build (the variable IMAGE is not set"],
+    ),
+    (
+        "unset-variable-in-a-boolean",
+        {"compose.yaml": "services:\n  web:\n    image: a:1\n    tty: ${TTY}\n"},
+        [
+            "compose.yaml:4",
+            "services.web.tty: '' is not true or false (the variable TTY is not set",
+            "set TTY",
+        ],
+    ),
+    (
+        "unset-variables-in-a-duration",
+        {
+            "compose.yaml": "services:\n  web:\n    image: a:1\n    healthcheck:\n"
+            "      test: [CMD, 'true']\n      interval: ${EVERY}s${UNIT}\n"
+        },
+        [
+            "compose.yaml:6",
+            "services.web.healthcheck.interval: 's' is not a duration "
+            "(the variables EVERY and UNIT are not set",
+            "set EVERY and UNIT in the environment",
+        ],
+    ),
+    (
+        "unset-variable-in-a-build-tag",
+        {
+            "compose.yaml": "services:\n  web:\n    build:\n      context: .\n      tags: ['web:${V}']\n",
+            "Dockerfile": DOCKERFILE,
+        },
+        ["compose.yaml:5", "services.web.build.tags[0]: 'web:' is not a valid", "the variable V is not set"],
+    ),
+    (
         "alias-bomb",
         {
             "compose.yaml": "x-a: &a [x, x, x, x, x, x, x, x, x, x]\n"
@@ -295,3 +343,33 @@ def test_a_malformed_compose_file_is_one_clear_error(
 
 def test_there_are_at_least_twenty_of_them() -> None:
     assert len(CASES) >= 20
+
+
+def load_error(tmp_path: Path, files: dict[str, str], environ: dict[str, str]) -> ConfigError:
+    for relative, text in files.items():
+        (tmp_path / relative).write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ=environ)
+    return caught.value
+
+
+def test_the_unset_note_names_only_the_variables_of_the_value_at_fault(tmp_path: Path) -> None:
+    compose = "services:\n  web:\n    image: 'Bad:${TAG:-x}'\n    environment:\n      A: ${NOPE}\n"
+    err = load_error(tmp_path, {"compose.yaml": compose}, {})
+    assert err.key == "services.web.image"
+    assert "not set" not in err.problem and "NOPE" not in err.fix
+
+
+def test_the_unset_note_follows_the_file_that_set_the_value(tmp_path: Path) -> None:
+    base = "services:\n  web:\n    image: busybox:${TAG}\n"
+    # the override's value replaces the one with the unset variable: no note
+    err = load_error(
+        tmp_path, {"compose.yaml": base, "compose.override.yaml": "services:\n  web:\n    image: Bad\n"}, {}
+    )
+    assert (err.file.name, err.key) == ("compose.override.yaml", "services.web.image")
+    assert "not set" not in err.problem
+    # the override's own unset variable is named, at the override's line
+    (tmp_path / "compose.override.yaml").write_text("services:\n  web:\n    image: 'busybox:${OTHER}'\n")
+    err = load_error(tmp_path, {}, {"TAG": "1"})
+    assert (err.file.name, err.line, err.key) == ("compose.override.yaml", 3, "services.web.image")
+    assert "the variable OTHER is not set" in err.problem and "TAG" not in err.problem

@@ -63,9 +63,11 @@ def interpolate(doc: Located, substitute: Substitution) -> None:
         if not isinstance(value, str):
             return value
         try:
-            text = substitute(value)
+            text, unset = substitute.tracked(value)
         except InterpolationError as err:
             raise doc.error(path, err.problem, err.fix) from None
+        if unset:
+            doc.unset[path] = unset  # an error about this value will say so
         if _matches(path, _BOOLEANS):
             lowered = text.strip().lower()
             if lowered in _TRUE | _FALSE:

@@ -73,6 +73,14 @@ class Substitution:
                     i = name.end()
         return "".join(out)
 
+    def tracked(self, text: str) -> tuple[str, tuple[str, ...]]:
+        """``text`` substituted, and the variables it took that were not set (sorted)."""
+        one = Substitution(self.lookup)
+        try:
+            return one(text), tuple(sorted(one.unset))
+        finally:
+            self.unset |= one.unset
+
     def _get(self, name: str) -> str:
         value = self.lookup(name)
         if value is None:

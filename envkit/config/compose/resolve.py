@@ -219,10 +219,10 @@ def _images(
         tags += [t for t in build.get("tags") or [] if t not in tags]
         for i, tag in enumerate(tags):
             if not toml._valid_reference(tag):
-                where = (
-                    (*at, "tags", i - 1)
-                    if i or not enabled[name].get("image")
-                    else ("services", name, "image")
+                where: Key = (
+                    ("services", name, "image")
+                    if i == 0 and enabled[name].get("image")
+                    else (*at, "tags", list(build["tags"]).index(tag))
                 )
                 raise ctx.error(where, f"{tag!r} is not a valid image reference", 'write e.g. "myapp:latest"')
         images[name] = ImageSpec(**{**spec.__dict__, "also_tags": tuple(tags)})
@@ -340,7 +340,8 @@ def _image_of(
         return name, None  # built by envkit when its inputs change: compose's pull policies do not apply
     ref = s.get("image")
     if not ref:
-        raise ctx.error(at, "has neither image nor build", "add image: (a reference) or build: (a folder)")
+        where = (*at, "image") if "image" in s else at  # an empty image: said at its line, with its variables
+        raise ctx.error(where, "has neither image nor build", "add image: (a reference) or build: (a folder)")
     if ref in tagged:
         return tagged[ref], None  # the image another service builds and tags so
     if ref in images:
