@@ -31,6 +31,17 @@ from envkit.errors import BuildError, DaemonError
 EPOCH = "1970-01-01T00:00:00Z"
 
 
+def platform_fields(platform: str) -> dict[str, str]:
+    """An image config's ``architecture``, ``os`` and (when the platform names one) ``variant``
+    for ``os/arch[/variant]`` (``linux/arm64/v8``: architecture arm64, variant v8)."""
+    os_name, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    fields = {"architecture": arch or "amd64", "os": os_name or "linux"}
+    if variant:
+        fields["variant"] = variant
+    return fields
+
+
 def timestamp(seconds: int) -> str:
     """An image config's ``created``: RFC 3339 in UTC, whole seconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

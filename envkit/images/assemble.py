@@ -291,15 +291,9 @@ class Assembler:
 
     def _base(self, ref: str) -> _Image:
         if ref == "scratch":
-            from envkit.images.archive import EPOCH
+            from envkit.images.archive import EPOCH, platform_fields
 
-            os_name, _, arch = self.platform.partition("/")
-            config: dict[str, Any] = {
-                "architecture": arch or "amd64",
-                "os": os_name or "linux",
-                "config": {},
-                "created": EPOCH,
-            }
+            config: dict[str, Any] = {**platform_fields(self.platform), "config": {}, "created": EPOCH}
             from envkit.images.parent import Tree
 
             return _Image(config=config, tree=Tree({}), diff_ids=[], history=[])

@@ -61,7 +61,7 @@ def command(recipe: Recipe, tool: str, output: Path) -> list[str]:
 def image_config(recipe: Recipe, labels: Mapping[str, str], platform: str, diff_id: str) -> dict[str, Any]:
     """The image config of a recipe's rootfs layer: its ENV, CMD, WORKDIR and envkit's labels,
     created at the snapshot's time (the epoch without one)."""
-    from envkit.images.archive import timestamp
+    from envkit.images.archive import platform_fields, timestamp
 
     run: dict[str, Any] = {
         "Env": [f"{name}={value}" for name, value in sorted(recipe.env.items())] or None,
@@ -69,11 +69,9 @@ def image_config(recipe: Recipe, labels: Mapping[str, str], platform: str, diff_
         "WorkingDir": recipe.workdir or "",
         "Labels": dict(sorted(labels.items())),
     }
-    os_name, _, arch = platform.partition("/")
     created = timestamp(recipe.source_date_epoch() or 0)
     return {
-        "architecture": arch or "amd64",
-        "os": os_name or "linux",
+        **platform_fields(platform),
         "created": created,
         "config": run,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},

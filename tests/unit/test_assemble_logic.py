@@ -338,3 +338,31 @@ def test_the_facts_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
     kept = {p.stem for p in (tmp_path / "images").glob("*.json")}
     assert len(kept) == facts_module.KEEP
     assert "last" in kept and "0000" not in kept and f"{facts_module.KEEP + 4:04d}" in kept
+
+
+@pytest.mark.parametrize(
+    ("platform", "fields"),
+    [
+        ("linux/amd64", {"architecture": "amd64", "os": "linux"}),
+        ("linux/arm64/v8", {"architecture": "arm64", "os": "linux", "variant": "v8"}),
+    ],
+)
+def test_a_scratch_image_names_the_platforms_architecture_and_variant_apart(
+    tmp_path: Path, platform: str, fields: dict[str, str]
+) -> None:
+    from envkit.images.assemble import Assembler
+    from envkit.images.digest import Inputs
+
+    assembler = Assembler(
+        None,  # type: ignore[arg-type]  (FROM scratch asks the engine nothing)
+        spec(tmp_path, "FROM scratch\n"),
+        Inputs("FROM scratch\n", {}, None, platform, {}, {}, {}),
+        parents={},
+        labels={},
+        facts=None,  # type: ignore[arg-type]
+        platform=platform,
+        stall=None,
+    )
+    config = assembler._base("scratch").config
+    assert {k: config[k] for k in ("architecture", "os", "variant") if k in config} == fields
+    assert list(config)[:2] == ["architecture", "os"]

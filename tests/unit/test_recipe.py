@@ -258,6 +258,22 @@ def test_image_config_of_a_minimal_recipe_has_only_labels() -> None:
     assert run == {"Env": None, "Cmd": None, "WorkingDir": "", "Labels": {"envkit.stack": "s"}}
 
 
+@pytest.mark.parametrize(
+    ("platform", "fields"),
+    [
+        ("linux/amd64", {"architecture": "amd64", "os": "linux"}),
+        ("linux/arm64/v8", {"architecture": "arm64", "os": "linux", "variant": "v8"}),
+        ("linux/arm/v7", {"architecture": "arm", "os": "linux", "variant": "v7"}),
+    ],
+)
+def test_image_config_names_the_platforms_architecture_and_variant_apart(
+    platform: str, fields: dict[str, str]
+) -> None:
+    config = recipe.image_config(parse(MINIMAL), {}, platform, "sha256:ab")
+    assert {k: config[k] for k in ("architecture", "os", "variant") if k in config} == fields
+    assert list(config)[:2] == ["architecture", "os"]  # the order (and so the ID) of a config without one
+
+
 def test_image_config_is_created_at_the_snapshot_time() -> None:
     r = parse(MINIMAL + 'snapshot = "20240101T000000Z"\n')
     assert recipe.image_config(r, {}, "linux/amd64", "sha256:ab")["created"] == "2024-01-01T00:00:00Z"
