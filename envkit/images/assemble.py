@@ -335,8 +335,9 @@ class Assembler:
             layer = self._apply(image, ins, tmp)
         except WordError as err:
             raise CannotAssemble(f"line {number + 1}: {err}") from None
-        created = image.config.get("created")
-        entry: dict[str, Any] = {"created": created, "created_by": f"{ins.keyword} {ins.args}".strip()}
+        created = image.config.get("created")  # the parent's (a canonical config may have none)
+        entry: dict[str, Any] = {"created": created} if created else {}
+        entry["created_by"] = f"{ins.keyword} {ins.args}".strip()
         if layer is None:
             entry["empty_layer"] = True
         image.history.append(entry)

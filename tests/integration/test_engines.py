@@ -718,3 +718,30 @@ def test_paths_with_spaces_percent_and_unicode_are_looked_up_by_name(
         )
         == []
     )
+
+
+# A parent whose config has no time (an image made FROM scratch is created at the epoch, which the
+# canonical form holds as no time): its child's history steps carry none either, never a null.
+def test_a_child_of_an_image_without_a_time_has_no_null_times(
+    project: Project, docker_client: docker.APIClient
+) -> None:
+    project.write("envkit.toml", f'[stack]\nname = "{project.stack}"\n\n[images.first]\n\n[images.second]\n')
+    project.write("images/first/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n")
+    project.write("images/first/a.txt", "a")
+    project.write("images/second/Dockerfile", "FROM first\nENV B=1\nCOPY b.txt /b.txt\n")
+    project.write("images/second/b.txt", "b")
+    daemon = Daemon()
+    try:
+        built = {b.image: b for b in envkit.images.build.ensure(load(project.root), daemon)}
+        assert {b.builder for b in built.values()} == {"assembler"}
+        image_id = str(docker_client.inspect_image(built["second"].tag)["Id"])
+        chunks = daemon.save(image_id, stall=60)
+        try:
+            config = read_image(chunks, image=image_id).config
+        finally:
+            chunks.close()
+    finally:
+        daemon.close()
+    steps = config["history"]
+    assert [s.get("created_by") for s in steps] == ["COPY a.txt /a.txt", "ENV B=1", "COPY b.txt /b.txt"]
+    assert all(value is not None for step in steps for value in step.values()), steps
