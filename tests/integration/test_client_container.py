@@ -32,6 +32,7 @@ import docker
 import pytest
 from conftest import Project
 
+from integration.engine_containers import WEB
 from integration.stack_fixtures import StackProject, make_stack_project
 
 pytestmark = pytest.mark.docker
@@ -40,14 +41,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 IN_MATRIX = bool(os.environ.get("ENVKIT_TEST_ENGINE"))  # tests/engines/run.py: beside its engine
 SOCKET = "/var/run/docker.sock"
-WEB = """
-[services.web]
-image = "bb"
-ports = [8000]
-command = ["httpd", "-f", "-p", "8000", "-h", "/etc"]
-healthcheck = { http = "/hostname", port = 8000 }
-start_timeout = 8
-"""
 PLUGIN_TEST = """
 import urllib.request
 

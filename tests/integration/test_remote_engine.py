@@ -12,49 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import importlib.util
-import json
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import docker
 import pytest
-from conftest import SESSION_STACK, Project, import_busybox
-from engine_client import docker_api_client
+from conftest import Project
 
+from integration.engine_containers import WEB, classic_engine, json_of
 from integration.stack_fixtures import StackProject, make_stack_project
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parents[2]
-WEB = """
-[services.web]
-image = "bb"
-ports = [8000]
-command = ["httpd", "-f", "-p", "8000", "-h", "/etc"]
-healthcheck = { http = "/hostname", port = 8000 }
-start_timeout = 8
-"""
 WARNING = "the engine, not this machine, resolves 127.0.0.1"
-
-
-def _matrix() -> ModuleType:
-    """tests/engines/run.py, the matrix's own way to build and start an engine container."""
-    spec = importlib.util.spec_from_file_location("engines_run", ROOT / "tests" / "engines" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass(frozen=True)
@@ -71,22 +47,10 @@ class RemoteEngine:
 
 @pytest.fixture(scope="module")
 def remote_engine(docker_client: docker.APIClient, busybox_base: str) -> Iterator[RemoteEngine]:
-    run = _matrix()
-    try:
-        tags = run.build_engine_images()
-    except SystemExit as err:
-        pytest.fail(f"the engine image could not be built: {err}", pytrace=False)
-    with run.running(run.ENGINES["classic"], tags["docker"], f"ek20-{uuid.uuid4().hex[:8]}") as name:
-        info = docker_client.inspect_container(name)
-        ip = info["NetworkSettings"]["IPAddress"]
+    with classic_engine(docker_client, busybox_base, "ek20") as engine:
+        info = docker_client.inspect_container(engine.name)
         forwarded = int(info["NetworkSettings"]["Ports"]["2375/tcp"][0]["HostPort"])
-        client = docker_api_client(environ={"DOCKER_HOST": f"tcp://{ip}:2375"})
-        try:
-            repository, tag = busybox_base.rsplit(":", 1)
-            import_busybox(client, repository, tag, SESSION_STACK)  # nothing is pulled there either
-            yield RemoteEngine(name, ip, forwarded, client)
-        finally:
-            client.close()
+        yield RemoteEngine(engine.name, engine.ip, forwarded, engine.client)
 
 
 @pytest.fixture
@@ -95,11 +59,6 @@ def remote_project(project: Project, remote_engine: RemoteEngine) -> Iterator[St
     with make_stack_project(project, remote_engine.client) as sp:
         sp.write_stack(WEB)
         yield sp
-
-
-def json_of(done: subprocess.CompletedProcess[str]) -> Any:
-    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return json.loads(done.stdout)
 
 
 def published(sp: StackProject, service: str, port: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

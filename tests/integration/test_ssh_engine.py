@@ -12,49 +12,23 @@ module ends, also when a test failed.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import docker
 import psutil
 import pytest
-from conftest import SESSION_STACK, Project, import_busybox
-from engine_client import docker_api_client
+from conftest import Project
 
 from envkit.docker.labels import STACK
+from integration.engine_containers import WEB, classic_engine, json_of
 from integration.stack_fixtures import StackProject, make_stack_project
 
 pytestmark = pytest.mark.docker
-
-ROOT = Path(__file__).resolve().parents[2]
-WEB = """
-[services.web]
-image = "bb"
-ports = [8000]
-command = ["httpd", "-f", "-p", "8000", "-h", "/etc"]
-healthcheck = { http = "/hostname", port = 8000 }
-start_timeout = 8
-"""
-
-
-def _matrix() -> ModuleType:
-    """tests/engines/run.py, the matrix's own way to build and start an engine container."""
-    spec = importlib.util.spec_from_file_location("engines_run", ROOT / "tests" / "engines" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def keygen(path: Path) -> str:
@@ -113,22 +87,10 @@ def ssh_engine(
     keygen(home / "stranger")  # a key the engine does not know
     for key in ("key", "stranger"):
         client_ssh(home, key)
-    run = _matrix()
-    try:
-        tags = run.build_engine_images()
-    except SystemExit as err:
-        pytest.fail(f"the engine image could not be built: {err}", pytrace=False)
-    classic = run.ENGINES["classic"]
-    engine = dataclasses.replace(classic, env=(*classic.env, f"ENVKIT_ENGINE_SSH_KEY={public}"))
-    with run.running(engine, tags["docker"], f"ek4-{uuid.uuid4().hex[:8]}") as name:
-        ip = docker_client.inspect_container(name)["NetworkSettings"]["IPAddress"]
-        client = docker_api_client(environ={"DOCKER_HOST": f"tcp://{ip}:2375"})
-        try:
-            repository, tag = busybox_base.rsplit(":", 1)
-            import_busybox(client, repository, tag, SESSION_STACK)  # nothing is pulled there either
-            yield SshEngine(name, ip, client, home)
-        finally:
-            client.close()
+    with classic_engine(
+        docker_client, busybox_base, "ek4", env=(f"ENVKIT_ENGINE_SSH_KEY={public}",)
+    ) as engine:
+        yield SshEngine(engine.name, engine.ip, engine.client, home)
 
 
 @pytest.fixture
@@ -137,11 +99,6 @@ def ssh_project(project: Project, ssh_engine: SshEngine) -> Iterator[StackProjec
     with make_stack_project(project, ssh_engine.client) as sp:
         sp.write_stack(WEB)
         yield sp
-
-
-def json_of(done: subprocess.CompletedProcess[str]) -> Any:
-    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return json.loads(done.stdout)
 
 
 def ssh_processes(engine: SshEngine) -> list[psutil.Process]:

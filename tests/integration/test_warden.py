@@ -14,7 +14,6 @@ client in the container finds it there by its key. Every container here carries 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -23,14 +22,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import docker
 import pytest
-from conftest import SESSION_STACK, Project, import_busybox
-from engine_client import docker_api_client
+from conftest import Project
 
+from integration.engine_containers import WEB, classic_engine, json_of
 from integration.stack_fixtures import StackProject, make_stack_project
 
 pytestmark = pytest.mark.docker
@@ -39,24 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 GRACE = 5.0  # the warden's grace in these tests (ENVKIT_WARDEN_GRACE)
 BOUND = GRACE + 30.0  # the issue's goal: gone within 30 s after the grace
-WEB = """
-[services.web]
-image = "bb"
-ports = [8000]
-command = ["httpd", "-f", "-p", "8000", "-h", "/etc"]
-healthcheck = { http = "/hostname", port = 8000 }
-start_timeout = 8
-"""
 ROLE = "envkit.role=warden"
-
-
-def _matrix() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("engines_run", ROOT / "tests" / "engines" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass(frozen=True)
@@ -92,21 +73,9 @@ def build_warden_image(docker_host: str) -> str:
 
 @pytest.fixture(scope="module")
 def remote(docker_client: docker.APIClient, busybox_base: str) -> Iterator[Remote]:
-    run = _matrix()
-    try:
-        tags = run.build_engine_images()
-    except SystemExit as err:
-        pytest.fail(f"the engine image could not be built: {err}", pytrace=False)
-    with run.running(run.ENGINES["classic"], tags["docker"], f"ek5-{uuid.uuid4().hex[:8]}") as name:
-        ip = docker_client.inspect_container(name)["NetworkSettings"]["IPAddress"]
-        client = docker_api_client(environ={"DOCKER_HOST": f"tcp://{ip}:2375"})
-        try:
-            repository, tag = busybox_base.rsplit(":", 1)
-            import_busybox(client, repository, tag, SESSION_STACK)
-            build_warden_image(f"tcp://{ip}:2375")
-            yield Remote(name, ip, client, tags["docker"])
-        finally:
-            client.close()
+    with classic_engine(docker_client, busybox_base, "ek5") as engine:
+        build_warden_image(engine.docker_host)
+        yield Remote(engine.name, engine.ip, engine.client, engine.tag)
 
 
 @pytest.fixture
@@ -118,11 +87,6 @@ def web(project: Project, remote: Remote) -> Iterator[StackProject]:
 
 def wardens(sp: StackProject) -> list[dict[str, Any]]:
     return list(sp.client.containers(all=True, filters={"label": [sp.label, ROLE]}))
-
-
-def json_of(done: subprocess.CompletedProcess[str]) -> Any:
-    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return json.loads(done.stdout)
 
 
 @dataclass(frozen=True)
